@@ -1,0 +1,41 @@
+"""fastce: exact, stable and fast cross-entropy on parallel Numba kernels.
+
+Primitives with :mod:`scipy.special` semantics (:func:`logsumexp`,
+:func:`softmax`, :func:`log_softmax`, :func:`sigmoid`, :func:`log_sigmoid`)
+and losses with :mod:`torch.nn.functional` semantics whose gradient comes
+out of the same pass as the loss (:func:`cross_entropy`,
+:func:`binary_cross_entropy`, :func:`binary_cross_entropy_with_logits`).
+
+Submodules are imported on first use, so ``import fastce`` does not import
+Numba or compile anything.
+"""
+
+import importlib
+
+from ._version import __version__
+
+_LAZY = {
+    "logsumexp": "special",
+    "softmax": "special",
+    "log_softmax": "special",
+    "sigmoid": "special",
+    "log_sigmoid": "special",
+    "cross_entropy": "losses",
+    "binary_cross_entropy": "losses",
+    "binary_cross_entropy_with_logits": "losses",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastce' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,400 @@
+"""Cross-entropy losses with PyTorch's semantics, loss and gradient in one pass.
+
+The functions take the arguments of their :mod:`torch.nn.functional`
+namesakes, in the same order and with the same defaults, on NumPy arrays.
+Two keyword-only arguments are added:
+
+``return_grad`` (default ``False``)
+    Also return the gradient of the returned loss with respect to `input`
+    (for ``reduction="none"``, of the sum of the returned losses), computed
+    in the same pass over the data as the loss.
+``n_threads`` (default ``None``)
+    Threads to use: ``None`` for Numba's current setting (all cores unless
+    :func:`numba.set_num_threads` said otherwise), a positive count, or a
+    negative count from the top as in joblib (``-1`` = all cores). Results do
+    not depend on it: sums are blocked deterministically.
+"""
+
+import math
+
+import numpy as np
+
+from . import _kernels as K
+from ._config import run_kernel
+from ._validation import (
+    as_real_array,
+    broadcast_2d,
+    check_flag,
+    check_index,
+    check_label_smoothing,
+    check_reduction,
+    loss_input,
+)
+
+__all__ = ["cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_logits"]
+
+# Rows per block of the cross-entropy kernels is chosen from the number of
+# classes only (never from the thread count), so results are reproducible.
+_CE_BLOCK_ELEMENTS = 1 << 16
+_BCE_BLOCK_ELEMENTS = 1 << 14
+
+
+def _reduce(total, denominator, reduction, out_dtype):
+    """The reduced loss as a NumPy scalar of the input's dtype (NaN for 0/0, as PyTorch)."""
+    if reduction == "sum":
+        return out_dtype.type(total)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return out_dtype.type(np.float64(total) / np.float64(denominator))
+
+
+def _grad_scale(reduction, denominator):
+    if reduction != "mean":
+        return 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(1.0) / np.float64(denominator))
+
+
+def _finish(loss, grad, return_grad, out_dtype):
+    if grad is not None and grad.dtype != out_dtype:
+        grad = grad.astype(out_dtype)
+    if isinstance(loss, np.ndarray) and loss.dtype != out_dtype:
+        loss = loss.astype(out_dtype)
+    return (loss, grad) if return_grad else loss
+
+
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    *,
+    return_grad=False,
+    n_threads=None,
+):
+    r"""Cross-entropy between logits and class targets, as :func:`torch.nn.functional.cross_entropy`.
+
+    Parameters
+    ----------
+    input : array_like of shape (C,), (N, C) or (N, C, d1, ..., dk)
+        Unnormalised logits, floating point (float16 is computed in float32).
+        ``-inf`` masks a class.
+    target : array_like
+        Either class indices, integers of shape ``()``, ``(N,)`` or
+        ``(N, d1, ..., dk)`` in ``[0, C)`` or equal to `ignore_index`; or
+        class probabilities, floating, with exactly the shape of `input`.
+    weight : array_like of shape (C,), default=None
+        Weight of each class.
+    ignore_index : int, default=-100
+        Class-index targets equal to it add nothing to the loss, the gradient
+        or the denominator of the mean. Must stay negative with probability
+        targets.
+    reduction : {"mean", "sum", "none"}, default="mean"
+        ``"mean"`` divides the summed loss by the summed weight of the
+        non-ignored targets (by the number of rows for probability targets).
+    label_smoothing : float in [0, 1], default=0.0
+        Mixes the target with the uniform distribution over the C classes.
+    return_grad : bool, default=False
+        Also return the gradient with respect to `input`, from the same pass.
+    n_threads : int, default=None
+        Threads to use (see :mod:`fastce.losses`).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        A NumPy scalar of the input's dtype for ``"mean"`` and ``"sum"``; an
+        array of the target's shape (without the class axis) for ``"none"``.
+    grad : ndarray
+        Only with `return_grad`: same shape and dtype as `input`.
+
+    See Also
+    --------
+    torch.nn.functional.cross_entropy : The reference semantics.
+    log_softmax : The normalised log-probabilities.
+
+    Notes
+    -----
+    With :math:`\ell = \operatorname{logsumexp}(x)`, smoothing :math:`\varepsilon`
+    and class weights :math:`w` (:math:`W = \sum_k w_k`), a row with class
+    index :math:`y` costs
+
+    .. math::
+        L = (1-\varepsilon)\, w_y (\ell - x_y)
+            + \frac{\varepsilon}{C} \sum_k w_k (\ell - x_k),
+        \qquad
+        \frac{\partial L}{\partial x_k} =
+            \Big((1-\varepsilon) w_y + \frac{\varepsilon W}{C}\Big) p_k
+            - (1-\varepsilon) w_y [k = y] - \frac{\varepsilon}{C} w_k,
+
+    with :math:`p = \operatorname{softmax}(x)`. A probability target
+    :math:`t` is smoothed to :math:`t' = (1-\varepsilon)t + \varepsilon/C` and
+    costs :math:`\sum_k w_k t'_k (\ell - x_k)`. One difference from PyTorch:
+    a class whose smoothed, weighted target probability is exactly 0 adds
+    nothing even if its logit is ``-inf`` (PyTorch gives NaN there).
+
+    NaN in a row of logits gives NaN for that row's loss and gradient (and
+    for the reduced loss); a row whose target class is masked with ``-inf``
+    costs ``inf``. An empty batch gives NaN for ``"mean"``, 0 for ``"sum"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastce import cross_entropy
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
+    >>> target = np.array([0, 2])
+    >>> float(cross_entropy(logits, target))  # (0.2413... + 0.0949...) / 2
+    0.1681...
+    >>> loss, grad = cross_entropy(logits, target, reduction="sum", return_grad=True)
+    >>> np.round(grad, 4)  # softmax(logits) - one_hot(target)
+    array([[-0.2144,  0.1753,  0.0391],
+           [ 0.0453,  0.0453, -0.0906]])
+    """
+    reduction = check_reduction(reduction)
+    eps = check_label_smoothing(label_smoothing)
+    ignore_index = check_index(ignore_index, "ignore_index")
+    return_grad = check_flag(return_grad, "return_grad")
+    x, out_dtype = loss_input(input)
+    if x.ndim == 0:
+        raise ValueError("input must have shape (C,), (N, C) or (N, C, d1, ..., dk), got a 0-d array")
+    if x.ndim == 1:
+        x3 = x.reshape(1, x.shape[0], 1)
+    else:
+        x3 = x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+    n_classes = x3.shape[1]
+    if n_classes == 0:
+        raise ValueError(f"input must have at least one class along its class axis, got shape {x.shape}")
+    n_rows = x3.shape[0] * x3.shape[2]
+    row_shape = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
+
+    tgt = as_real_array(target, "target")
+    probabilities = tgt.shape == x.shape
+    if weight is None:
+        w = np.ones(n_classes)
+    else:
+        w = as_real_array(weight, "weight")
+        if w.shape != (n_classes,):
+            raise ValueError(f"weight must have shape ({n_classes},) (one weight per class), got {w.shape}")
+        w = np.ascontiguousarray(w, dtype=np.float64)
+
+    block = max(1, min(1024, _CE_BLOCK_ELEMENTS // n_classes))
+    partial = np.empty((n_rows + block - 1) // block)
+    loss_rows = np.empty(n_rows if reduction == "none" else 0, dtype=x.dtype)
+    grad = np.empty(x.shape if return_grad else (1, n_classes, 1), dtype=x.dtype)
+    grad3 = grad.reshape(x3.shape) if return_grad else grad
+
+    if probabilities:
+        if tgt.dtype.kind != "f":
+            raise TypeError(
+                f"target has the shape of input {x.shape}, so it holds class probabilities and must be "
+                f"floating point, got dtype {tgt.dtype} (class indices have input's shape without the class axis)"
+            )
+        if ignore_index >= 0:
+            raise ValueError(
+                f"ignore_index={ignore_index} is not supported with class-probability targets; leave it negative"
+            )
+        t3 = np.ascontiguousarray(tgt, dtype=x.dtype).reshape(x3.shape)
+        denominator = n_rows
+        scale = _grad_scale(reduction, denominator)
+        run_kernel(
+            K.ce_prob_par, K.ce_prob_ser, n_threads, x.size,
+            x3, t3, w, eps, scale, return_grad, loss_rows, reduction == "none", grad3, partial, block,
+        )  # fmt: skip
+    else:
+        if tgt.dtype.kind not in "iu":
+            raise TypeError(
+                f"target must hold integer class indices of shape {row_shape} or class probabilities of "
+                f"shape {x.shape}; got dtype {tgt.dtype} and shape {tgt.shape}"
+            )
+        if tgt.shape != row_shape:
+            raise ValueError(
+                f"target of class indices must have shape {row_shape} for input of shape {x.shape} "
+                f"(or {x.shape} for class probabilities), got {tgt.shape}"
+            )
+        if tgt.dtype.kind == "u" and tgt.size and tgt.max() > np.iinfo(np.intp).max:
+            raise ValueError(f"target holds class index {tgt.max()}; expected values in [0, {n_classes})")
+        t = np.ascontiguousarray(tgt, dtype=np.intp).reshape(-1)
+        bad, _, denominator = K.index_target_stats(t, ignore_index, n_classes, w)
+        if bad >= 0:
+            where = np.unravel_index(bad, row_shape) if row_shape else ()
+            raise ValueError(
+                f"target holds class index {t[bad]} at position {tuple(int(i) for i in where)}; expected values "
+                f"in [0, {n_classes}) or ignore_index={ignore_index}"
+            )
+        scale = _grad_scale(reduction, denominator)
+        wsum = float(w.sum())
+        run_kernel(
+            K.ce_index_par, K.ce_index_ser, n_threads, x.size,
+            x3, t, w, wsum, ignore_index, eps, scale, return_grad, loss_rows, reduction == "none", grad3,
+            partial, block,
+        )  # fmt: skip
+
+    if reduction == "none":
+        loss = loss_rows.reshape(row_shape)
+    else:
+        loss = _reduce(partial.sum(), denominator, reduction, out_dtype)
+    return _finish(loss, grad if return_grad else None, return_grad, out_dtype)
+
+
+def _bce(input, target, weight, pos_weight, reduction, return_grad, n_threads, logits):
+    reduction = check_reduction(reduction)
+    return_grad = check_flag(return_grad, "return_grad")
+    x, out_dtype = loss_input(input)
+    tgt = as_real_array(target, "target")
+    if tgt.shape != x.shape:
+        raise ValueError(f"target must have the same shape as input {x.shape}, got {tgt.shape}")
+    shape = x.shape
+    if x.ndim >= 2:
+        rows, cols = math.prod(shape[:-1]), shape[-1]
+    elif x.ndim == 1:
+        rows, cols = shape[0], 1
+    else:
+        rows, cols = 1, 1
+    x2 = x.reshape(rows, cols)
+    y2 = np.ascontiguousarray(tgt, dtype=x.dtype).reshape(rows, cols)
+    one = np.ones((1, 1), dtype=x.dtype)
+    w2 = one if weight is None else broadcast_2d(weight, "weight", shape, rows, cols, x.dtype)
+    pw2 = one if pos_weight is None else broadcast_2d(pos_weight, "pos_weight", shape, rows, cols, x.dtype)
+
+    rows_per_block = max(1, _BCE_BLOCK_ELEMENTS // max(cols, 1))
+    n_blocks = (rows + rows_per_block - 1) // rows_per_block
+    partial = np.empty(n_blocks)
+    bad = np.zeros(n_blocks, dtype=np.int64)
+    loss_el = np.empty((rows, cols) if reduction == "none" else (1, 1), dtype=x.dtype)
+    grad = np.empty((rows, cols) if return_grad else (1, 1), dtype=x.dtype)
+    scale = _grad_scale(reduction, x.size)
+    run_kernel(
+        K.bce_par, K.bce_ser, n_threads, x.size,
+        logits, x2, y2, w2, pw2, scale, return_grad, loss_el, reduction == "none", grad, partial, bad,
+        rows_per_block,
+    )  # fmt: skip
+    if not logits and bad.any():
+        raise ValueError(
+            f"input of binary_cross_entropy must hold probabilities in [0, 1]; {int(bad.sum())} value(s) are "
+            "outside that range or NaN (use binary_cross_entropy_with_logits for logits)"
+        )
+    if reduction == "none":
+        loss = loss_el.reshape(shape)
+    else:
+        loss = _reduce(partial.sum(), x.size, reduction, out_dtype)
+    return _finish(loss, grad.reshape(shape) if return_grad else None, return_grad, out_dtype)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean", *, return_grad=False, n_threads=None):
+    r"""Binary cross-entropy on probabilities, as :func:`torch.nn.functional.binary_cross_entropy`.
+
+    Parameters
+    ----------
+    input : array_like of any shape
+        Probabilities in [0, 1], floating point.
+    target : array_like of the same shape as `input`
+        Targets, usually in [0, 1]; booleans and integers are converted.
+    weight : array_like, default=None
+        Rescaling weight broadcastable to `input`'s shape.
+    reduction : {"mean", "sum", "none"}, default="mean"
+        ``"mean"`` divides by the number of elements.
+    return_grad : bool, default=False
+        Also return the gradient with respect to `input`, from the same pass.
+    n_threads : int, default=None
+        Threads to use (see :mod:`fastce.losses`).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        NumPy scalar of the input's dtype, or an array of `input`'s shape for
+        ``"none"``.
+    grad : ndarray
+        Only with `return_grad`: same shape and dtype as `input`.
+
+    Raises
+    ------
+    ValueError
+        If an element of `input` is outside [0, 1] or NaN (PyTorch raises too).
+
+    See Also
+    --------
+    binary_cross_entropy_with_logits : The stable form on logits.
+
+    Notes
+    -----
+    As in PyTorch, each logarithm is clamped below at -100 so that
+    ``p = 0`` or ``p = 1`` give a finite loss:
+
+    .. math:: L = -w\,[\,y \max(\log p, -100) + (1-y) \max(\log(1-p), -100)\,]
+
+    and the gradient is PyTorch's backward formula
+    :math:`w (p - y) / \max(p(1-p), 10^{-12})`: the derivative of the loss
+    wherever :math:`p(1-p) \ge 10^{-12}`, bounded near 0 and 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastce import binary_cross_entropy
+    >>> p = np.array([0.9, 0.2, 0.0])
+    >>> y = np.array([1.0, 0.0, 1.0])
+    >>> binary_cross_entropy(p, y, reduction="none")
+    array([  0.10536052,   0.22314355, 100.        ])
+    """
+    return _bce(input, target, weight, None, reduction, return_grad, n_threads, logits=False)
+
+
+def binary_cross_entropy_with_logits(
+    input, target, weight=None, reduction="mean", pos_weight=None, *, return_grad=False, n_threads=None
+):
+    r"""Binary cross-entropy on logits, as :func:`torch.nn.functional.binary_cross_entropy_with_logits`.
+
+    Parameters
+    ----------
+    input : array_like of any shape
+        Logits, floating point.
+    target : array_like of the same shape as `input`
+        Targets, usually in [0, 1]; booleans and integers are converted.
+    weight : array_like, default=None
+        Rescaling weight broadcastable to `input`'s shape.
+    reduction : {"mean", "sum", "none"}, default="mean"
+        ``"mean"`` divides by the number of elements.
+    pos_weight : array_like, default=None
+        Weight of the positive term, broadcastable to `input`'s shape
+        (typically one per class, shape ``(C,)`` for input ``(N, C)``).
+    return_grad : bool, default=False
+        Also return the gradient with respect to `input`, from the same pass.
+    n_threads : int, default=None
+        Threads to use (see :mod:`fastce.losses`).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        NumPy scalar of the input's dtype, or an array of `input`'s shape for
+        ``"none"``.
+    grad : ndarray
+        Only with `return_grad`: same shape and dtype as `input`.
+
+    See Also
+    --------
+    binary_cross_entropy : The same loss on probabilities.
+    log_sigmoid : The stable log-probability.
+
+    Notes
+    -----
+    The loss of PyTorch, evaluated in a form without cancellation: with
+    :math:`s = \log(1 + e^{-|z|})`,
+
+    .. math::
+        L = w\,[\,p_w\, y\,(s + \max(-z, 0)) + (1-y)(s + \max(z, 0))\,],
+        \qquad
+        \frac{\partial L}{\partial z} = w\,[\,(1-y)\,\sigma(z) - p_w\, y\,\sigma(-z)\,]
+
+    It never overflows, is finite for any finite logit and keeps full
+    relative precision where the loss is tiny (PyTorch's
+    ``(1 - y) z + ...`` form can round it to a small negative number).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastce import binary_cross_entropy_with_logits
+    >>> z = np.array([3.0, -800.0, 0.0])
+    >>> y = np.array([1.0, 1.0, 0.0])
+    >>> binary_cross_entropy_with_logits(z, y, reduction="none")
+    array([4.85873516e-02, 8.00000000e+02, 6.93147181e-01])
+    """
+    return _bce(input, target, weight, pos_weight, reduction, return_grad, n_threads, logits=True)

@@ -1,0 +1,316 @@
+"""Numerically stable primitives with :mod:`scipy.special` semantics.
+
+:func:`logsumexp`, :func:`softmax`, :func:`log_softmax`, :func:`sigmoid`
+(``scipy.special.expit``) and :func:`log_sigmoid` (``scipy.special.log_expit``)
+take the same arguments and return the same shapes, dtypes and special values
+as SciPy for real input, computed by parallel Numba kernels with float64
+arithmetic inside.
+"""
+
+import functools
+
+import numpy as np
+
+from . import _kernels as K
+from ._config import run_kernel
+from ._validation import as_numeric_array, check_flag, from_rows, normalize_axes, to_rows
+
+__all__ = ["logsumexp", "softmax", "log_softmax", "sigmoid", "log_sigmoid"]
+
+_ELEMENTWISE_BLOCK = 1 << 14
+
+
+def _kernel_dtype(dtype):
+    """float32 for float16/float32, float64 for float64; None when Numba's
+    kernels cannot represent the dtype (long double, complex)."""
+    if dtype.kind != "f" or dtype.itemsize > 8:
+        return None
+    return np.dtype(np.float32) if dtype.itemsize <= 4 else np.dtype(np.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _exp_result_dtype(dtype):
+    # What numpy's exp (loops e, f, d, g) turns this dtype into, as in SciPy's
+    # softmax, which exponentiates its input as given.
+    return np.exp(np.empty(0, dtype=dtype)).dtype
+
+
+@functools.lru_cache(maxsize=None)
+def _expit_result_dtype(dtype):
+    # What the ufuncs scipy.special.expit / log_expit return (loops d->d,
+    # f->f, g->g): float32 stays float32, long double stays long double,
+    # every other real dtype (bool, integers, float16) gives float64.
+    if dtype.kind == "f" and dtype.itemsize in (4, np.dtype(np.longdouble).itemsize):
+        return np.dtype(dtype.type)
+    return np.dtype(np.float64)
+
+
+def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
+    """Compute the log of the sum of exponentials of input elements.
+
+    Same signature and results as :func:`scipy.special.logsumexp` for real
+    input: the maximum term is taken out of the sum (``log1p`` of the rest)
+    for precision and the sums are accumulated in float64.
+
+    Parameters
+    ----------
+    a : array_like
+        Input array. Integer input is promoted to float64; float32 stays
+        float32.
+    axis : None or int or tuple of ints, default=None
+        Axis or axes over which the sum is taken; ``None`` sums all elements.
+    b : array_like, default=None
+        Scaling factors for ``exp(a)``, broadcast together with `a`. They may
+        be negative (subtraction); where ``b == 0`` the element of `a` is
+        ignored, even if it is infinite or NaN.
+    keepdims : bool, default=False
+        Keep the reduced axes as dimensions of size one.
+    return_sign : bool, default=False
+        Also return the sign of the sum. Without it, a negative sum gives NaN.
+
+    Returns
+    -------
+    res : ndarray or scalar
+        ``log(sum(b * exp(a)))`` along `axis` (``log(abs(...))`` with
+        `return_sign`). A 0-d result is returned as a NumPy scalar.
+    sgn : ndarray or scalar
+        Only with `return_sign`: the sign (+1, 0, -1) of the sum, or NaN.
+
+    See Also
+    --------
+    scipy.special.logsumexp : The reference semantics.
+    softmax : The gradient of logsumexp.
+
+    Notes
+    -----
+    Edge cases follow SciPy: a row of ``-inf`` gives ``-inf`` (sign 0), an
+    empty reduction gives ``-inf`` (sign -1), ``+inf`` gives ``inf`` and NaN
+    propagates. Complex and long double input are handed to
+    :func:`scipy.special.logsumexp` unchanged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastce import logsumexp
+    >>> float(logsumexp(np.arange(10)))
+    9.45862974442671
+    >>> logsumexp([[0.0, -np.inf], [1000.0, 1000.0]], axis=1)
+    array([   0.        , 1000.69314718])
+    >>> logsumexp([1, 2], b=[1, -1], return_sign=True)
+    (np.float64(1.5413248546129181), np.float64(-1.0))
+    """
+    arr = as_numeric_array(a, "a")
+    bb = None if b is None else as_numeric_array(b, "b")
+    keepdims = check_flag(keepdims, "keepdims")
+    return_sign = check_flag(return_sign, "return_sign")
+    if bb is None:
+        dtype = arr.dtype
+    else:
+        # A Python scalar b is "weak" (NEP 50): float32 a with b=2.0 stays float32.
+        weak = isinstance(b, (bool, int, float)) and not isinstance(b, np.generic)
+        dtype = np.result_type(arr.dtype, b if weak else bb.dtype)
+    dtype = np.dtype(np.float64) if dtype.kind in "biu" else np.dtype(dtype.type)  # native byte order
+    compute = _kernel_dtype(dtype)
+    if compute is None:
+        from scipy.special import logsumexp as scipy_logsumexp
+
+        return scipy_logsumexp(arr, axis=axis, b=bb, keepdims=keepdims, return_sign=return_sign)
+    if bb is not None:
+        try:
+            arr, bb = np.broadcast_arrays(arr, bb)
+        except ValueError:
+            raise ValueError(f"b of shape {bb.shape} does not broadcast with a of shape {arr.shape}") from None
+        bb = np.atleast_1d(bb)
+    arr = np.atleast_1d(arr)
+    axes = normalize_axes(axis, arr.ndim)
+    reduced_shape = tuple(1 if i in axes else d for i, d in enumerate(arr.shape))
+    if arr.size == 0:
+        out = np.full(reduced_shape, -np.inf, dtype=dtype)
+        sgn = np.sign(out)
+    else:
+        x2, kept = to_rows(arr, axes, compute)
+        b2 = to_rows(bb, axes, compute)[0] if bb is not None else np.zeros((1, 1), dtype=compute)
+        out = np.empty(x2.shape[0], dtype=compute)
+        sgn = np.empty(x2.shape[0], dtype=compute)
+        run_kernel(K.logsumexp_par, K.logsumexp_ser, None, x2.size, x2, b2, int(bb is not None), return_sign, out, sgn)
+        out = out.astype(dtype, copy=False).reshape(reduced_shape)
+        sgn = sgn.astype(dtype, copy=False).reshape(reduced_shape)
+    if not keepdims:
+        out = out.reshape(tuple(d for i, d in enumerate(reduced_shape) if i not in axes))
+        sgn = sgn.reshape(out.shape)
+    if out.ndim == 0:
+        out, sgn = out[()], sgn[()]
+    return (out, sgn) if return_sign else out
+
+
+def _softmax_like(x, axis, par, ser, name):
+    arr = as_numeric_array(x, "x")
+    out_dtype = _exp_result_dtype(arr.dtype)
+    compute = _kernel_dtype(out_dtype)
+    if compute is None:
+        import scipy.special
+
+        return getattr(scipy.special, name)(arr, axis=axis)
+    scalar = arr.ndim == 0
+    axes = normalize_axes(axis, arr.ndim)
+    if scalar:
+        arr = arr.reshape(1)
+        axes = (0,)
+    if any(arr.shape[i] == 0 for i in axes):
+        raise ValueError(f"{name} along an axis of length 0 is undefined (x has shape {arr.shape}, axis={axis})")
+    x2, kept = to_rows(arr, axes, compute)
+    out2 = np.empty_like(x2)
+    run_kernel(par, ser, None, x2.size, x2, out2)
+    out = from_rows(out2, arr.shape, axes)
+    out = np.ascontiguousarray(out, dtype=out_dtype)
+    return out.reshape(())[()] if scalar else out
+
+
+def softmax(x, axis=None):
+    r"""Compute the softmax function.
+
+    ``exp(x) / sum(exp(x))`` along `axis`, with the maximum subtracted first
+    so that nothing overflows; same semantics as :func:`scipy.special.softmax`.
+
+    Parameters
+    ----------
+    x : array_like
+        Input array.
+    axis : int or tuple of ints, default=None
+        Axis to compute values along. ``None`` uses the entire array.
+
+    Returns
+    -------
+    s : ndarray
+        Same shape as `x`; sums to 1 along `axis`. The dtype is what NumPy's
+        ``exp`` gives for ``x.dtype`` (float32 stays float32, int64 gives
+        float64).
+
+    See Also
+    --------
+    scipy.special.softmax : The reference semantics.
+    log_softmax : Its logarithm, computed without loss of precision.
+
+    Notes
+    -----
+    .. math:: \sigma(x)_j = \frac{e^{x_j - m}}{\sum_k e^{x_k - m}}, \quad m = \max_k x_k
+
+    A slice whose maximum is ``+inf`` or whose elements are all ``-inf``
+    gives NaN, as in SciPy; NaN propagates along its slice.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastce import softmax
+    >>> softmax(np.array([[1.0, 2.0, 3.0], [1000.0, 1000.0, -np.inf]]), axis=1)
+    array([[0.09003057, 0.24472847, 0.66524096],
+           [0.5       , 0.5       , 0.        ]])
+    """
+    return _softmax_like(x, axis, K.softmax_par, K.softmax_ser, "softmax")
+
+
+def log_softmax(x, axis=None):
+    r"""Compute the logarithm of the softmax function.
+
+    ``x - logsumexp(x, axis, keepdims=True)``, accurate where ``softmax``
+    would underflow; same semantics as :func:`scipy.special.log_softmax`.
+
+    Parameters
+    ----------
+    x : array_like
+        Input array.
+    axis : int or tuple of ints, default=None
+        Axis to compute values along. ``None`` uses the entire array.
+
+    Returns
+    -------
+    s : ndarray or scalar
+        Same shape as `x`; ``exp(s)`` sums to 1 along `axis`.
+
+    See Also
+    --------
+    scipy.special.log_softmax : The reference semantics.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastce import log_softmax
+    >>> log_softmax(np.array([1000.0, 1.0]))
+    array([   0., -999.])
+    """
+    return _softmax_like(x, axis, K.log_softmax_par, K.log_softmax_ser, "log_softmax")
+
+
+def _elementwise(x, log, name):
+    arr = as_numeric_array(x, "x")
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{name} is defined for real input, got complex dtype {arr.dtype}")
+    out_dtype = _expit_result_dtype(arr.dtype)
+    if _kernel_dtype(out_dtype) != out_dtype:
+        import scipy.special
+
+        return (scipy.special.log_expit if log else scipy.special.expit)(arr)
+    flat = np.ascontiguousarray(arr, dtype=out_dtype).reshape(-1)
+    out = np.empty(arr.shape, dtype=out_dtype)
+    run_kernel(K.sigmoid_par, K.sigmoid_ser, None, flat.size, flat, out.reshape(-1), log, _ELEMENTWISE_BLOCK)
+    return out[()] if out.ndim == 0 else out
+
+
+def sigmoid(x):
+    r"""Logistic sigmoid ``1 / (1 + exp(-x))``, elementwise (:func:`scipy.special.expit`).
+
+    Parameters
+    ----------
+    x : array_like
+        Real input.
+
+    Returns
+    -------
+    ndarray or scalar
+        Same shape as `x`, in the dtype ``scipy.special.expit`` returns
+        (float32 for float32, float64 for every other real dtype but long
+        double, which SciPy itself computes).
+
+    Notes
+    -----
+    Evaluated as ``1 / (1 + exp(-x))`` for ``x >= 0`` and
+    ``exp(x) / (1 + exp(x))`` for ``x < 0``, so it never overflows and keeps
+    full relative precision for very negative ``x`` (where SciPy returns 0
+    below about -709, this returns the subnormal result).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastce import sigmoid
+    >>> sigmoid(np.array([-1000.0, 0.0, 2.0]))
+    array([0.        , 0.5       , 0.88079708])
+    """
+    return _elementwise(x, False, "sigmoid")
+
+
+def log_sigmoid(x):
+    r"""Logarithm of the logistic sigmoid, elementwise (:func:`scipy.special.log_expit`).
+
+    Parameters
+    ----------
+    x : array_like
+        Real input.
+
+    Returns
+    -------
+    ndarray or scalar
+        Same shape as `x`, in the dtype ``scipy.special.log_expit`` returns.
+
+    Notes
+    -----
+    ``x - log1p(exp(x))`` for ``x < 0`` and ``-log1p(exp(-x))`` otherwise:
+    accurate for large ``|x|`` in both directions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastce import log_sigmoid
+    >>> log_sigmoid(np.array([-1000.0, 0.0, 40.0]))
+    array([-1.00000000e+03, -6.93147181e-01, -4.24835426e-18])
+    """
+    return _elementwise(x, True, "log_sigmoid")
