@@ -1,0 +1,232 @@
+"""Threading layer, concurrency, thread counts and Numba's cache.
+
+Subprocesses are used where a failure would otherwise kill the test process
+(Numba's workqueue layer aborts on concurrent use) or where the environment
+must be set before Numba is imported.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+import fastce
+from fastce import _config
+
+ROOT = Path(fastce.__file__).resolve().parent.parent
+
+
+def _run(code, env_update=None, cwd=None, timeout=600):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env.update(env_update or {})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _workload(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(40_000, 7)).astype(np.float32)
+    t = rng.integers(0, 7, size=40_000)
+    p = rng.uniform(0.01, 0.99, size=x.shape).astype(np.float32)
+    return x, t, p
+
+
+def _calls(x, t, p):
+    return [
+        fastce.cross_entropy(x, t, label_smoothing=0.1, return_grad=True),
+        fastce.binary_cross_entropy_with_logits(x, p, return_grad=True),
+        fastce.binary_cross_entropy(p, (p > 0.5), return_grad=True),
+        fastce.log_softmax(x, axis=1),
+        fastce.logsumexp(x, axis=1),
+        fastce.sigmoid(x),
+    ]
+
+
+def _same(a, b):
+    if isinstance(a, tuple):
+        return all(_same(u, v) for u, v in zip(a, b))
+    return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+
+
+def test_eight_threads_many_calls_equal_serial():
+    """8 Python threads x 15 calls each of every kernel on parallel-sized
+    inputs: no abort, and every result equal to a single-threaded run."""
+    data = [_workload(seed) for seed in range(4)]
+    expected = []
+    for x, t, p in data:
+        prev = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            expected.append(_calls(x, t, p))
+        finally:
+            numba.set_num_threads(prev)
+    errors = []
+
+    def worker(k):
+        try:
+            for i in range(15):
+                j = (k + i) % len(data)
+                got = _calls(*data[j])
+                for g, e in zip(got, expected[j]):
+                    if not _same(g, e):
+                        errors.append((k, i, j))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+
+
+CONCURRENT_SCRIPT = """
+import threading, numpy as np, numba, fastce
+from fastce._config import ensure_threading_layer
+rng = np.random.default_rng(0)
+x = rng.normal(size=(60_000, 5))
+t = rng.integers(0, 5, size=60_000)
+ref = fastce.cross_entropy(x, t, return_grad=True, n_threads=1)
+bad = []
+def work():
+    for _ in range(20):
+        loss, grad = fastce.cross_entropy(x, t, return_grad=True)
+        if loss != ref[0] or not np.array_equal(grad, ref[1]):
+            bad.append(1)
+ths = [threading.Thread(target=work) for _ in range(8)]
+[th.start() for th in ths]
+[th.join() for th in ths]
+print(ensure_threading_layer(), len(bad))
+"""
+
+
+@pytest.mark.parametrize("layer", [None, "workqueue", "omp"])
+def test_concurrent_calls_do_not_abort(layer):
+    """The default choice, the fallback (workqueue + lock) and OpenMP survive
+    8 threads calling at once, with results equal to the serial ones."""
+    if layer == "omp":
+        pytest.importorskip("numba.np.ufunc.omppool", reason="OpenMP layer not built")
+    env = {} if layer is None else {"NUMBA_THREADING_LAYER": layer}
+    proc = _run(CONCURRENT_SCRIPT, env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    name, n_bad = proc.stdout.split()
+    assert n_bad == "0"
+    if layer is not None:
+        assert name == layer
+    else:
+        assert name in {"omp", "tbb", "workqueue"}
+
+
+def test_n_threads_results_identical():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(70_001, 6))
+    t = rng.integers(0, 6, size=70_001)
+    a = fastce.cross_entropy(x, t, return_grad=True, n_threads=1)
+    b = fastce.cross_entropy(x, t, return_grad=True, n_threads=2)
+    c = fastce.cross_entropy(x, t, return_grad=True, n_threads=-1)
+    assert a[0] == b[0] == c[0]
+    assert np.array_equal(a[1], b[1]) and np.array_equal(a[1], c[1])
+
+
+def test_n_threads_does_not_leak_into_caller():
+    before = numba.get_num_threads()
+    x = np.zeros((50_000, 2))
+    fastce.cross_entropy(x, np.zeros(50_000, dtype=int), n_threads=1)
+    assert numba.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, "2", True])
+def test_n_threads_rejected(bad):
+    with pytest.raises((TypeError, ValueError), match="n_threads"):
+        fastce.cross_entropy(np.zeros((3, 2)), np.zeros(3, dtype=int), n_threads=bad)
+
+
+def test_resolve_n_threads_counts_from_the_top():
+    total = _config.max_threads()
+    assert _config.resolve_n_threads(-1) == total
+    assert _config.resolve_n_threads(10**6) == total
+    assert _config.resolve_n_threads(-(10**6)) == 1
+
+
+def test_cache_is_used_by_a_second_process(tmp_path):
+    """A second process loads the compiled kernels from the cache instead of
+    compiling them (Numba's dispatcher statistics say so)."""
+    code = """
+    import numpy as np, fastce
+    from fastce import _kernels as K
+    x = np.zeros((3, 4), dtype=np.float32)
+    fastce.cross_entropy(x, np.zeros(3, dtype=np.intp), return_grad=True)
+    s = K.ce_index_ser.stats
+    print(sum(s.cache_hits.values()), sum(s.cache_misses.values()))
+    """
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    first = _run(code, env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = _run(code, env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    hits1, misses1 = map(int, first.stdout.split())
+    hits2, misses2 = map(int, second.stdout.split())
+    assert misses1 >= 1 and hits1 == 0
+    assert hits2 >= 1 and misses2 == 0
+
+
+def test_works_where_no_cache_folder_is_writable(tmp_path):
+    """With the package folder and the home cache unusable and no
+    NUMBA_CACHE_DIR, Numba's cache=True would raise at import; fastce must
+    import and compute, compiling in memory."""
+    pkg = tmp_path / "site" / "fastce"
+    shutil.copytree(ROOT / "fastce", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    # A regular file where Numba wants its __pycache__ folder, and a HOME that
+    # is a file: no cache folder can be created (this works even as root,
+    # where chmod would not stop writes).
+    (pkg / "__pycache__").write_text("not a folder")
+    blocker = tmp_path / "home-is-a-file"
+    blocker.write_text("")
+    code = """
+    import numpy as np, fastce
+    from fastce import _kernels as K
+    loss = fastce.cross_entropy(np.array([[0.0, 0.0]]), np.array([1]))
+    print(K._cache, repr(float(loss)))
+    """
+    env = {
+        "PYTHONPATH": str(tmp_path / "site"),
+        "HOME": str(blocker),
+        "XDG_CACHE_HOME": str(blocker / "cache"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    proc = _run(code, env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cached, loss = proc.stdout.split()
+    assert cached == "False"
+    assert float(loss) == pytest.approx(np.log(2.0), rel=1e-15)
+
+
+def test_cache_can_be_disabled():
+    proc = _run(
+        "from fastce import _kernels as K; import fastce; print(K._cache, fastce.__file__)",
+        {"FASTCE_CACHE": "0"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[0] == "False"
+
+
+def test_import_is_lazy():
+    """``import fastce`` must not import Numba (nor compile anything)."""
+    proc = _run("import sys, fastce; print('numba' in sys.modules)")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
+
