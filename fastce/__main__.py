@@ -109,6 +109,7 @@ def warmup(args):
             x = np.zeros((n, 2), dtype=dtype)
             t = np.zeros(n, dtype=np.intp)
             fastce.cross_entropy(x, t, return_grad=True)
+            fastce.cross_entropy(x, t, sample_weight=np.ones(n), return_grad=True)
             fastce.cross_entropy(x, x, return_grad=True)
             fastce.binary_cross_entropy(np.full(n, 0.5, dtype), np.zeros(n, dtype), return_grad=True)
             fastce.binary_cross_entropy_with_logits(x[:, 0], x[:, 1], return_grad=True)

@@ -278,11 +278,12 @@ def sigmoid_ser(x, out, log, block):
 
 
 @_jit()
-def index_target_stats(t, ignore_index, n_classes, w):
+def index_target_stats(t, ignore_index, n_classes, w, sw, sw_step):
     """One pass over class-index targets before the loss kernel.
 
     Returns ``(position of the first invalid target or -1, number of
-    non-ignored targets, sum of their class weights in float64)``.
+    non-ignored targets, sum over them of class weight x sample weight in
+    float64)``.
     """
     bad = -1
     count = 0
@@ -296,7 +297,7 @@ def index_target_stats(t, ignore_index, n_classes, w):
                 bad = i
             continue
         count += 1
-        wsum += w[y]
+        wsum += w[y] * sw[i * sw_step]
     return bad, count, wsum
 
 
@@ -374,7 +375,7 @@ def _ce_prob_row(x, t, w, eps, scale, g, need_grad):
 
 
 @_jit()
-def _ce_index_block(j, x, t, w, wsum, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, block):
+def _ce_index_block(j, x, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, block):
     n_rows = x.shape[0] * x.shape[2]
     width = x.shape[2]
     acc = 0.0
@@ -389,7 +390,8 @@ def _ce_index_block(j, x, t, w, wsum, ignore_index, eps, scale, need_grad, loss_
                     grad[n, k, s] = 0.0
         else:
             g = grad[n, :, s] if need_grad else grad[0, :, 0]
-            loss = _ce_index_row(x[n, :, s], y, w, wsum, eps, scale, g, need_grad)
+            sr = sw[r * sw_step]
+            loss = sr * _ce_index_row(x[n, :, s], y, w, wsum, eps, scale * sr, g, need_grad)
         if need_rows:
             loss_rows[r] = loss
         acc += loss
@@ -397,23 +399,23 @@ def _ce_index_block(j, x, t, w, wsum, ignore_index, eps, scale, need_grad, loss_
 
 
 @_jit(parallel=True)
-def ce_index_par(x, t, w, wsum, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
+def ce_index_par(x, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
     for j in prange(partial.shape[0]):
         partial[j] = _ce_index_block(
-            j, x, t, w, wsum, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, block
+            j, x, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, block
         )
 
 
 @_jit()
-def ce_index_ser(x, t, w, wsum, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
+def ce_index_ser(x, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
     for j in range(partial.shape[0]):
         partial[j] = _ce_index_block(
-            j, x, t, w, wsum, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, block
+            j, x, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, block
         )
 
 
 @_jit()
-def _ce_prob_block(j, x, t, w, eps, scale, need_grad, loss_rows, need_rows, grad, block):
+def _ce_prob_block(j, x, t, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad, block):
     n_rows = x.shape[0] * x.shape[2]
     width = x.shape[2]
     acc = 0.0
@@ -421,7 +423,8 @@ def _ce_prob_block(j, x, t, w, eps, scale, need_grad, loss_rows, need_rows, grad
         n = r // width
         s = r - n * width
         g = grad[n, :, s] if need_grad else grad[0, :, 0]
-        loss = _ce_prob_row(x[n, :, s], t[n, :, s], w, eps, scale, g, need_grad)
+        sr = sw[r * sw_step]
+        loss = sr * _ce_prob_row(x[n, :, s], t[n, :, s], w, eps, scale * sr, g, need_grad)
         if need_rows:
             loss_rows[r] = loss
         acc += loss
@@ -429,15 +432,15 @@ def _ce_prob_block(j, x, t, w, eps, scale, need_grad, loss_rows, need_rows, grad
 
 
 @_jit(parallel=True)
-def ce_prob_par(x, t, w, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
+def ce_prob_par(x, t, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
     for j in prange(partial.shape[0]):
-        partial[j] = _ce_prob_block(j, x, t, w, eps, scale, need_grad, loss_rows, need_rows, grad, block)
+        partial[j] = _ce_prob_block(j, x, t, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad, block)
 
 
 @_jit()
-def ce_prob_ser(x, t, w, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
+def ce_prob_ser(x, t, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
     for j in range(partial.shape[0]):
-        partial[j] = _ce_prob_block(j, x, t, w, eps, scale, need_grad, loss_rows, need_rows, grad, block)
+        partial[j] = _ce_prob_block(j, x, t, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad, block)
 
 
 # ---------------------------------------------------------------------------

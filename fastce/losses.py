@@ -70,6 +70,7 @@ def cross_entropy(
     reduction="mean",
     label_smoothing=0.0,
     *,
+    sample_weight=None,
     return_grad=False,
     n_threads=None,
 ):
@@ -95,6 +96,13 @@ def cross_entropy(
         non-ignored targets (by the number of rows for probability targets).
     label_smoothing : float in [0, 1], default=0.0
         Mixes the target with the uniform distribution over the C classes.
+    sample_weight : array_like, default=None
+        Not in PyTorch: a weight per row (per target position), broadcastable
+        to the target's shape without the class axis. It multiplies the
+        row's loss and gradient and enters the mean's denominator like a
+        class weight does: ``"mean"`` becomes
+        ``sum(s_i * loss_i) / sum(s_i * weight[target_i])`` (``sum(s_i)`` for
+        probability targets).
     return_grad : bool, default=False
         Also return the gradient with respect to `input`, from the same pass.
     n_threads : int, default=None
@@ -177,6 +185,18 @@ def cross_entropy(
             raise ValueError(f"weight must have shape ({n_classes},) (one weight per class), got {w.shape}")
         w = np.ascontiguousarray(w, dtype=np.float64)
 
+    if sample_weight is None:
+        sw, sw_step = np.ones(1), 0
+    else:
+        sw = as_real_array(sample_weight, "sample_weight")
+        try:
+            sw = np.broadcast_to(sw, row_shape)
+        except ValueError:
+            raise ValueError(
+                f"sample_weight of shape {sw.shape} does not broadcast to the target's row shape {row_shape}"
+            ) from None
+        sw, sw_step = np.ascontiguousarray(sw, dtype=np.float64).reshape(-1), 1
+
     block = max(1, min(1024, _CE_BLOCK_ELEMENTS // n_classes))
     partial = np.empty((n_rows + block - 1) // block)
     loss_rows = np.empty(n_rows if reduction == "none" else 0, dtype=x.dtype)
@@ -194,11 +214,11 @@ def cross_entropy(
                 f"ignore_index={ignore_index} is not supported with class-probability targets; leave it negative"
             )
         t3 = np.ascontiguousarray(tgt, dtype=x.dtype).reshape(x3.shape)
-        denominator = n_rows
+        denominator = n_rows if sample_weight is None else float(sw.sum())
         scale = _grad_scale(reduction, denominator)
         run_kernel(
             K.ce_prob_par, K.ce_prob_ser, n_threads, x.size,
-            x3, t3, w, eps, scale, return_grad, loss_rows, reduction == "none", grad3, partial, block,
+            x3, t3, w, sw, sw_step, eps, scale, return_grad, loss_rows, reduction == "none", grad3, partial, block,
         )  # fmt: skip
     else:
         if tgt.dtype.kind not in "iu":
@@ -214,7 +234,7 @@ def cross_entropy(
         if tgt.dtype.kind == "u" and tgt.size and tgt.max() > np.iinfo(np.intp).max:
             raise ValueError(f"target holds class index {tgt.max()}; expected values in [0, {n_classes})")
         t = np.ascontiguousarray(tgt, dtype=np.intp).reshape(-1)
-        bad, _, denominator = K.index_target_stats(t, ignore_index, n_classes, w)
+        bad, _, denominator = K.index_target_stats(t, ignore_index, n_classes, w, sw, sw_step)
         if bad >= 0:
             where = np.unravel_index(bad, row_shape) if row_shape else ()
             raise ValueError(
@@ -225,8 +245,8 @@ def cross_entropy(
         wsum = float(w.sum())
         run_kernel(
             K.ce_index_par, K.ce_index_ser, n_threads, x.size,
-            x3, t, w, wsum, ignore_index, eps, scale, return_grad, loss_rows, reduction == "none", grad3,
-            partial, block,
+            x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, return_grad, loss_rows, reduction == "none",
+            grad3, partial, block,
         )  # fmt: skip
 
     if reduction == "none":
