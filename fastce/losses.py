@@ -2,7 +2,8 @@
 
 The functions take the arguments of their :mod:`torch.nn.functional`
 namesakes, in the same order and with the same defaults, on NumPy arrays.
-Two keyword-only arguments are added:
+Keyword-only arguments are added (and ``sample_weight`` to
+:func:`cross_entropy`, see its docstring):
 
 ``return_grad`` (default ``False``)
     Also return the gradient of the returned loss with respect to `input`

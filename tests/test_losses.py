@@ -166,6 +166,25 @@ def test_cross_entropy_empty_batch(torch, shape, prob, ls, reduction, dtype):
     assert_close(grad, tg, dtype)
 
 
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (3, 0)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("fname", ["binary_cross_entropy", "binary_cross_entropy_with_logits"])
+def test_bce_empty(torch, fname, reduction, shape):
+    x = np.full(shape, 0.5)
+    kw = dict(reduction=reduction)
+    if fname == "binary_cross_entropy_with_logits" and len(shape) == 2:
+        kw["pos_weight"] = np.ones(shape[1])
+    loss, grad = getattr(fastce, fname)(x, x.copy(), return_grad=True, **kw)
+    tl, tg = torch_run(torch, fname, x, x.copy(), **kw)
+    check_output_types(loss, grad, x, reduction, shape)
+    if reduction == "mean":
+        assert np.isnan(loss)
+    elif reduction == "sum":
+        assert loss == 0
+    assert_close(loss, tl, np.float64)
+    assert_close(grad, tg, np.float64)
+
+
 @pytest.mark.parametrize("shape", [(1,), (5, 1), (3, 1, 2)])
 @pytest.mark.parametrize("prob", [False, True])
 @pytest.mark.parametrize("ls", [0.0, 0.1, 1.0])
