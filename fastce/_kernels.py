@@ -22,7 +22,9 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic, overload
 
 from ._config import cache_enabled
 
@@ -31,13 +33,22 @@ from ._config import cache_enabled
 # (no "reassoc": it turns (x - m) - lse into x - (m + lse) and loses the
 # small terms that the max-shift and log1p were written to keep).
 FASTMATH = frozenset({"nsz", "arcp", "contract"})
+# Reductions (sums and maxima over a row) additionally allow re-association so
+# that LLVM vectorises them. Only functions whose float arithmetic is nothing
+# but the reduction itself get it (they call no math helper): elementwise
+# results are written to a buffer first and summed by such a function.
+FASTMATH_REDUCE = FASTMATH | {"reassoc"}
 
 _cache = cache_enabled()
 
 
-def _jit(parallel=False):
-    """``numba.njit`` with fastce's options, caching when a cache folder is usable."""
-    opts = dict(nogil=True, error_model="numpy", fastmath=set(FASTMATH), parallel=parallel)
+def _jit(parallel=False, reduce=False):
+    """``numba.njit`` with fastce's options, caching when a cache folder is usable.
+
+    ``reduce=True`` adds re-association (see ``FASTMATH_REDUCE``).
+    """
+    flags = FASTMATH_REDUCE if reduce else FASTMATH
+    opts = dict(nogil=True, error_model="numpy", fastmath=set(flags), parallel=parallel)
 
     def decorate(fn):
         global _cache
@@ -55,60 +66,325 @@ def _jit(parallel=False):
 
 
 # ---------------------------------------------------------------------------
-# scalar and row helpers
+# Vectorisable exp and log.
+#
+# np.exp / math.exp inside a Numba loop become scalar libm calls (no SVML on
+# these machines): ~10x slower than a polynomial LLVM can vectorise. These
+# versions use Cody-Waite range reduction and a polynomial, and build 2**n
+# by writing n into the exponent field of a float (a bitcast). They are
+# within 1-2 ulp of the correctly rounded result over the whole range,
+# subnormal results included, and keep NaN and +-inf semantics; tests check
+# them against NumPy over the full float range.
+
+
+@intrinsic
+def _bits_to_float(typingctx, x):
+    """Reinterpret an int64 (int32) as the float64 (float32) with those bits."""
+    if x == types.int64:
+        sig, llty = types.float64(types.int64), ir.DoubleType()
+    elif x == types.int32:
+        sig, llty = types.float32(types.int32), ir.FloatType()
+    else:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llty)
+
+    return sig, codegen
+
+
+@intrinsic
+def _float_to_bits(typingctx, x):
+    """Reinterpret a float64 (float32) as the int64 (int32) with those bits."""
+    if x == types.float64:
+        sig, llty = types.int64(types.float64), ir.IntType(64)
+    elif x == types.float32:
+        sig, llty = types.int32(types.float32), ir.IntType(32)
+    else:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llty)
+
+    return sig, codegen
+
+
+@intrinsic
+def _maxnum(typingctx, a, b):
+    """``llvm.maxnum``: the larger of two floats, the other one if either is
+    NaN. Unlike a compare-and-select, LLVM vectorises it as a reduction."""
+    if a != b or a not in (types.float32, types.float64):
+        return None
+    sig = a(a, b)
+
+    def codegen(context, builder, signature, args):
+        llty = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.maxnum", [llty], ir.FunctionType(llty, [llty, llty]))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+def fexp(x):
+    """exp(x) for a float32 or float64 scalar, vectorisable (Numba only)."""
+    raise NotImplementedError("fexp is only callable from Numba-compiled code")
+
+
+def flog(x):
+    """log(x) for a float32 or float64 scalar, vectorisable (Numba only)."""
+    raise NotImplementedError("flog is only callable from Numba-compiled code")
+
+
+def _exp64(x):
+    # exp(x) = 2**n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2], ln2 in two parts
+    # (the high part has trailing zeros, so n * hi is exact); Taylor to r**13.
+    xc = min(max(x, -745.2), 709.8)
+    n = np.floor(xc * 1.4426950408889634 + 0.5)
+    r = xc - n * 0.6931471803691238
+    r = r - n * 1.9082149292705877e-10
+    p = 1.6059043836821613e-10
+    p = p * r + 2.08767569878681e-09
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    ni = np.int64(n)
+    half = ni >> 1  # 2**n as two factors, so subnormal results and 2**1024 work
+    res = p * _bits_to_float((half + 1023) << 52) * _bits_to_float((ni - half + 1023) << 52)
+    res = 0.0 if x < -745.2 else res
+    res = np.inf if x > 709.8 else res
+    return x if x != x else res
+
+
+_F32 = np.float32
+
+
+def _exp32(x):
+    # The same scheme in float32 arithmetic with Cephes' expf polynomial.
+    xc = min(max(x, _F32(-104.0)), _F32(88.8))
+    n = np.floor(xc * _F32(1.44269504) + _F32(0.5))
+    r = xc - n * _F32(0.693359375)
+    r = r - n * _F32(-2.12194440e-4)
+    p = _F32(1.9875691500e-4)
+    p = p * r + _F32(1.3981999507e-3)
+    p = p * r + _F32(8.3334519073e-3)
+    p = p * r + _F32(4.1665795894e-2)
+    p = p * r + _F32(1.6666665459e-1)
+    p = p * r + _F32(5.0000001201e-1)
+    p = p * r * r + r + _F32(1.0)
+    ni = np.int64(n)
+    half = ni >> 1
+    res = p * _bits_to_float(np.int32((half + 127) << 23)) * _bits_to_float(np.int32((ni - half + 127) << 23))
+    res = _F32(0.0) if x < _F32(-104.0) else res
+    res = _F32(np.inf) if x > _F32(88.8) else res
+    return x if x != x else res
+
+
+def _log64(x):
+    # x = 2**e * f with f in [sqrt(1/2), sqrt(2)); log f = 2 atanh(z),
+    # z = (f - 1) / (f + 1), |z| < 0.172: odd series to z**21.
+    tiny = x < 2.2250738585072014e-308
+    xs = x * 18014398509481984.0 if tiny else x  # 2**54 lifts subnormals
+    bits = _float_to_bits(xs)
+    e = ((bits >> 52) & 0x7FF) - 1022
+    f = _bits_to_float((bits & 0x000FFFFFFFFFFFFF) | 0x3FE0000000000000)  # [0.5, 1)
+    low = f < 0.7071067811865476
+    f = f + f if low else f
+    e = e - 1 if low else e
+    e = e - 54 if tiny else e
+    z = (f - 1.0) / (f + 1.0)
+    w = z * z
+    p = 1.0 / 21.0
+    p = p * w + 1.0 / 19.0
+    p = p * w + 1.0 / 17.0
+    p = p * w + 1.0 / 15.0
+    p = p * w + 1.0 / 13.0
+    p = p * w + 1.0 / 11.0
+    p = p * w + 1.0 / 9.0
+    p = p * w + 1.0 / 7.0
+    p = p * w + 1.0 / 5.0
+    p = p * w + 1.0 / 3.0
+    z2 = z + z
+    fe = np.float64(e)
+    res = fe * 0.6931471803691238 + (z2 + (z2 * w * p + fe * 1.9082149292705877e-10))
+    res = -np.inf if x == 0.0 else res
+    res = np.nan if x < 0.0 else res
+    res = np.inf if x == np.inf else res
+    return x if x != x else res
+
+
+def _log32(x):
+    tiny = x < _F32(1.17549435e-38)
+    xs = x * _F32(16777216.0) if tiny else x  # 2**24
+    bits = np.int64(_float_to_bits(xs))
+    e = ((bits >> 23) & 0xFF) - 126
+    f = _bits_to_float(np.int32((bits & 0x7FFFFF) | 0x3F000000))
+    low = f < _F32(0.70710678)
+    f = f + f if low else f
+    e = e - 1 if low else e
+    e = e - 24 if tiny else e
+    z = (f - _F32(1.0)) / (f + _F32(1.0))
+    w = z * z
+    p = _F32(1.0 / 11.0)
+    p = p * w + _F32(1.0 / 9.0)
+    p = p * w + _F32(1.0 / 7.0)
+    p = p * w + _F32(1.0 / 5.0)
+    p = p * w + _F32(1.0 / 3.0)
+    z2 = z + z
+    fe = _F32(e)
+    res = fe * _F32(0.693359375) + (z2 + (z2 * w * p + fe * _F32(-2.12194440e-4)))
+    res = _F32(-np.inf) if x == _F32(0.0) else res
+    res = _F32(np.nan) if x < _F32(0.0) else res
+    res = _F32(np.inf) if x == _F32(np.inf) else res
+    return x if x != x else res
+
+
+_FAST_OPTS = dict(fastmath=set(FASTMATH), error_model="numpy")
+# The scalar math is inlined at Numba IR level (LLVM would leave the larger
+# composites as calls whose status check stops vectorisation); it then takes
+# the fast-math flags of its caller, so no caller may have "reassoc".
+
+
+@overload(fexp, jit_options=_FAST_OPTS)
+def _fexp_overload(x):
+    if x == types.float32:
+        return _exp32
+    if x == types.float64:
+        return _exp64
+    return None
+
+
+@overload(flog, jit_options=_FAST_OPTS)
+def _flog_overload(x):
+    if x == types.float32:
+        return _log32
+    if x == types.float64:
+        return _log64
+    return None
+
+
+def flog1p(v):
+    """log(1 + v) for v >= -1, vectorisable (Numba only)."""
+    raise NotImplementedError("flog1p is only callable from Numba-compiled code")
+
+
+def _log1p64(v):
+    # Kahan's trick: log(u) * v / (u - 1) with u = 1 + v rounded.
+    u = v + 1.0
+    r = flog(u) * (v / (u - 1.0))
+    r = v if u == 1.0 else r
+    return u if u == np.inf else r
+
+
+def _log1p32(v):
+    u = v + _F32(1.0)
+    r = flog(u) * (v / (u - _F32(1.0)))
+    r = v if u == _F32(1.0) else r
+    return u if u == _F32(np.inf) else r
+
+
+@overload(flog1p, jit_options=_FAST_OPTS)
+def _flog1p_overload(v):
+    if v == types.float32:
+        return _log1p32
+    if v == types.float64:
+        return _log1p64
+    return None
 
 
 @_jit()
+def exp_array(x, out):
+    """``out[:] = exp(x)`` with the vectorisable exp (benchmarks' exp floor)."""
+    for i in range(x.shape[0]):
+        out[i] = fexp(x[i])
+
+
+@_jit(parallel=True)
+def exp_array_par(x, out):
+    for i in prange(x.shape[0]):
+        out[i] = fexp(x[i])
+
+# ---------------------------------------------------------------------------
+# Row helpers. Functions marked reduce=True do nothing but sums/maxima over a
+# row plus calls; the arithmetic whose rounding matters lives in the helpers
+# they call (compiled without re-association).
+
+
+@_jit(reduce=True)
 def _row_max(x):
-    """Largest element of a row and the index of its first occurrence.
-
-    NaN is skipped; a row of NaN and -inf gives ``(-inf, -1)``.
-    """
-    m = -np.inf
-    km = -1
-    for k in range(x.shape[0]):
-        v = x[k]
-        if v > m:
-            m = v
-            km = k
-    return m, km
+    """Largest element of a non-empty row; NaN is skipped (all NaN gives NaN)."""
+    m = x[0]
+    for k in range(1, x.shape[0]):
+        m = _maxnum(m, x[k])
+    return m
 
 
 @_jit()
-def _row_exp_store(x, m, km, e):
-    """Store exp(x - m) into ``e`` and return the sum of all terms but ``km``."""
-    s = 0.0
+def _row_exp(x, m, e):
+    """e[k] = exp(x_k - m)."""
     for k in range(x.shape[0]):
-        v = math.exp(x[k] - m)
-        e[k] = v
-        if k != km:
-            s += v
+        e[k] = fexp(x[k] - m)
+
+
+@_jit(reduce=True)
+def _row_sum_off_max(e, x, m):
+    """``(s, c)``: s = sum of e_k over the terms with x_k != m (float64), c = how
+    many terms equal m.
+
+    With e = exp(x - m) and m the row maximum, the row's log-sum-exp is
+    m + log1p(s + c - 1): one maximum term is kept out of the sum, so small
+    terms are not lost next to it."""
+    s = 0.0
+    c = 0.0
+    for k in range(x.shape[0]):
+        eq = x[k] == m
+        s += 0.0 if eq else np.float64(e[k])
+        c += 1.0 if eq else 0.0
+    return s, c
+
+
+@_jit()
+def _row_exp_sum(x, m, e):
+    """exp(x - m) into ``e`` and its :func:`_row_sum_off_max`."""
+    _row_exp(x, m, e)
+    return _row_sum_off_max(e, x, m)
+
+
+@_jit(reduce=True)
+def _sum(a):
+    """float64 sum of a vector (vectorised, fixed order for a given length)."""
+    s = 0.0
+    for k in range(a.shape[0]):
+        s += np.float64(a[k])
     return s
 
 
 @_jit()
-def _row_exp_sum(x, m, km):
-    """Sum of exp(x - m) over all terms but ``km``."""
-    s = 0.0
+def _row_weighted_gap(w, x, m, d):
+    """sum_k w_k (m - x_k) in float64 (the label-smoothing term); d is scratch."""
     for k in range(x.shape[0]):
-        if k != km:
-            s += math.exp(x[k] - m)
-    return s
+        d[k] = w[k] * np.float64(m - x[k])
+    return _sum(d)
 
 
 @_jit()
-def _expit(z):
-    if z >= 0.0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
-
-
-@_jit()
-def _log_expit(z):
-    if z < 0.0:
-        return z - math.log1p(math.exp(z))
-    return -math.log1p(math.exp(-z))
+def _row_prob_terms(w, t, x, m, keep, spread, d, d2):
+    """``(sum_k w_k t'_k (m - x_k), sum_k w_k t'_k)`` with t' = keep t + spread;
+    a term with w_k t'_k == 0 adds nothing even where x_k = -inf. d, d2 are
+    float64 scratch."""
+    for k in range(x.shape[0]):
+        wt = w[k] * (keep * t[k] + spread)
+        d[k] = 0.0 if wt == 0.0 else wt * np.float64(m - x[k])
+        d2[k] = wt
+    return _sum(d), _sum(d2)
 
 
 # ---------------------------------------------------------------------------
@@ -117,21 +393,22 @@ def _log_expit(z):
 
 @_jit()
 def _softmax_row(x, out):
-    m, km = _row_max(x)
-    if km < 0 or m == np.inf:
+    m = _row_max(x)
+    if not abs(m) < np.inf:
         # SciPy: exp(x - max) / sum is NaN everywhere once the max is not finite.
         for k in range(x.shape[0]):
             out[k] = np.nan
         return
-    inv = 1.0 / (1.0 + _row_exp_store(x, m, km, out))
+    s, c = _row_exp_sum(x, m, out)
+    inv = 1.0 / (s + c)
     for k in range(x.shape[0]):
         out[k] = out[k] * inv
 
 
 @_jit()
 def _log_softmax_row(x, out):
-    m, km = _row_max(x)
-    if km < 0 or m == np.inf:
+    m = _row_max(x)
+    if not abs(m) < np.inf:
         # SciPy shifts by 0 when the max is not finite: x - log(sum(exp(x))).
         s = 0.0
         for k in range(x.shape[0]):
@@ -140,9 +417,10 @@ def _log_softmax_row(x, out):
         for k in range(x.shape[0]):
             out[k] = x[k] - lse
         return
-    lse = math.log1p(_row_exp_sum(x, m, km))
+    s, c = _row_exp_sum(x, m, out)  # out as scratch
+    lse = math.log1p(s + (c - 1.0))
     for k in range(x.shape[0]):
-        out[k] = (x[k] - m) - lse
+        out[k] = np.float64(x[k] - m) - lse
 
 
 @_jit()
@@ -169,15 +447,15 @@ def _lse_direct(x, b, has_b, return_sign):
 
 
 @_jit()
-def _lse_row(x, b, has_b, return_sign):
-    """SciPy 1.15+'s logsumexp of one row: the max term is kept out of the sum
-    (log1p of the rest) for precision; non-finite results fall back to the
-    direct formula, exactly as ``scipy.special.logsumexp`` does."""
+def _lse_row_b(x, b, return_sign):
+    """SciPy 1.15+'s logsumexp of one row with weights ``b``: the max term is
+    kept out of the sum (log1p of the rest) for precision; non-finite results
+    fall back to the direct formula, exactly as ``scipy.special.logsumexp``."""
     n = x.shape[0]
     m = -np.inf
     has_nan = False
     for k in range(n):
-        if has_b and b[k] == 0.0:
+        if b[k] == 0.0:
             continue
         v = x[k]
         if v != v:
@@ -188,7 +466,7 @@ def _lse_row(x, b, has_b, return_sign):
         big = 0.0  # sum of the weights of the max terms
         s = 0.0
         for k in range(n):
-            bk = b[k] if has_b else 1.0
+            bk = b[k]
             if bk == 0.0:
                 continue
             v = x[k]
@@ -206,7 +484,21 @@ def _lse_row(x, b, has_b, return_sign):
             out = np.nan
         if abs(out) < np.inf:
             return out, sgn
-    return _lse_direct(x, b, has_b, return_sign)
+    return _lse_direct(x, b, True, return_sign)
+
+
+@_jit()
+def _lse_row(x, b, has_b, return_sign, e):
+    if has_b:
+        return _lse_row_b(x, b, return_sign)
+    m = _row_max(x)
+    if abs(m) < np.inf:
+        s, c = _row_exp_sum(x, m, e)
+        # SciPy: log1p(s / c) + log(c) + max, with c the number of max terms.
+        out = math.log1p(s / c) + math.log(c) + m
+        if abs(out) < np.inf:
+            return out, 1.0
+    return _lse_direct(x, b, False, return_sign)
 
 
 @_jit(parallel=True)
@@ -233,16 +525,23 @@ def log_softmax_ser(x, out):
         _log_softmax_row(x[i], out[i])
 
 
+@_jit()
+def _lse_block(j, x, b, b_step, return_sign, out, sgn, block):
+    e = np.empty(x.shape[1], dtype=x.dtype)
+    for i in range(j * block, min(x.shape[0], (j + 1) * block)):
+        out[i], sgn[i] = _lse_row(x[i], b[i * b_step], b_step == 1, return_sign, e)
+
+
 @_jit(parallel=True)
-def logsumexp_par(x, b, b_step, return_sign, out, sgn):
-    for i in prange(x.shape[0]):
-        out[i], sgn[i] = _lse_row(x[i], b[i * b_step], b_step == 1, return_sign)
+def logsumexp_par(x, b, b_step, return_sign, out, sgn, block):
+    for j in prange((x.shape[0] + block - 1) // block):
+        _lse_block(j, x, b, b_step, return_sign, out, sgn, block)
 
 
 @_jit()
-def logsumexp_ser(x, b, b_step, return_sign, out, sgn):
-    for i in range(x.shape[0]):
-        out[i], sgn[i] = _lse_row(x[i], b[i * b_step], b_step == 1, return_sign)
+def logsumexp_ser(x, b, b_step, return_sign, out, sgn, block):
+    for j in range((x.shape[0] + block - 1) // block):
+        _lse_block(j, x, b, b_step, return_sign, out, sgn, block)
 
 
 # ---------------------------------------------------------------------------
@@ -251,13 +550,21 @@ def logsumexp_ser(x, b, b_step, return_sign, out, sgn):
 
 @_jit()
 def _sigmoid_block(j, x, out, log, block):
+    """sigmoid (or log-sigmoid) of x[j * block:(j + 1) * block], computed in
+    float64 from e = exp(-|x|): sigmoid = 1 / (1 + e) or e / (1 + e),
+    log-sigmoid = -log1p(e) - max(-x, 0): no overflow, full relative
+    precision in both tails."""
     stop = min(x.shape[0], (j + 1) * block)
     if log:
         for i in range(j * block, stop):
-            out[i] = _log_expit(x[i])
+            z = np.float64(x[i])
+            out[i] = -flog1p(fexp(-abs(z))) - max(-z, 0.0)
     else:
         for i in range(j * block, stop):
-            out[i] = _expit(x[i])
+            z = np.float64(x[i])
+            e = fexp(-abs(z))
+            inv = 1.0 / (1.0 + e)
+            out[i] = inv if z >= 0.0 else e * inv
 
 
 @_jit(parallel=True)
@@ -275,6 +582,17 @@ def sigmoid_ser(x, out, log, block):
 # ---------------------------------------------------------------------------
 # cross-entropy over (N, C, S) logits: class axis in the middle, S = d1*...*dk
 # (S = 1 for the usual (N, C) input). A "row" r = n * S + s is x[n, :, s].
+#
+# Two layouts of the work, chosen by shape:
+# * rows: S == 1 and C > TILE_MAX_C. One row at a time, vectorised along the
+#   classes (exp, sums and max are SIMD over k).
+# * tiles: everything else (few classes, or spatial input). LANES rows are
+#   copied into a (C, LANES) tile, so that every operation is SIMD across rows
+#   (lanes) instead of along a short class axis; spatial input is already laid
+#   out that way (classes strided, positions contiguous).
+
+TILE_MAX_C = 48
+LANES = 64
 
 
 @_jit()
@@ -302,7 +620,7 @@ def index_target_stats(t, ignore_index, n_classes, w, sw, sw_step):
 
 
 @_jit()
-def _ce_index_row(x, y, w, wsum, eps, scale, g, need_grad):
+def _ce_index_row(x, y, w, wsum, eps, scale, g, need_grad, e, d):
     """Loss of one row with class-index target ``y`` (PyTorch's formula with
     label smoothing ``eps`` and class weights ``w``), and ``scale`` times its
     gradient written into ``g`` when ``need_grad``.
@@ -311,212 +629,445 @@ def _ce_index_row(x, y, w, wsum, eps, scale, g, need_grad):
     grad_k = [(1 - eps) w_y + eps W / C] p_k - (1 - eps) w_y [k == y] - eps / C w_k
     """
     n = x.shape[0]
-    m, km = _row_max(x)
-    if need_grad:
-        s = _row_exp_store(x, m, km, g)
-    else:
-        s = _row_exp_sum(x, m, km)
-    lse_m = math.log1p(s)  # lse - m
+    m = _row_max(x)
+    s, c = _row_exp_sum(x, m, g if need_grad else e)
+    sp = s + (c - 1.0)  # the sum of the terms but one maximum
+    lse_m = math.log1p(sp)  # lse - m
     wy = w[y]
+    xy = x[y]
     coef = (1.0 - eps) * wy
-    loss = coef * (m - x[y])
+    loss = coef * np.float64(m - xy)
+    full = coef
     if eps > 0.0:
-        smooth = 0.0
-        for k in range(n):
-            smooth += w[k] * (m - x[k])
-        loss += eps / n * smooth
-        coef += eps * wsum / n
-    loss += coef * lse_m
+        loss += eps / n * _row_weighted_gap(w, x, m, d)
+        full += eps * wsum / n
+    loss += full * lse_m
     if need_grad:
-        a = scale * coef / (1.0 + s)
+        a = scale * full / (1.0 + sp)
         if eps > 0.0:
-            c = scale * eps / n
+            cs = scale * eps / n
             for k in range(n):
-                g[k] = a * g[k] - c * w[k]
+                g[k] = a * g[k] - cs * w[k]
         else:
             for k in range(n):
                 g[k] = a * g[k]
-        if y == km:
-            # p_y - 1 = -s / (1 + s) exactly: no cancellation when p_y -> 1.
-            g[y] = scale * (-(1.0 - eps) * wy * s + eps / n * (wsum - wy * (1.0 + s))) / (1.0 + s)
-        else:
-            g[y] -= scale * (1.0 - eps) * wy
+        g[y] = _target_grad(xy == m, g[y], sp, wy, wsum, eps, n, scale)
     return loss
 
 
 @_jit()
-def _ce_prob_row(x, t, w, eps, scale, g, need_grad):
+def _target_grad(at_max, g_y, sp, wy, wsum, eps, n, scale):
+    """The gradient entry of the target class. Where the target holds the
+    maximum, p_y - 1 = -sp / (1 + sp) exactly: no cancellation as p_y -> 1."""
+    if at_max:
+        return scale * (-(1.0 - eps) * wy * sp + eps / n * (wsum - wy * (1.0 + sp))) / (1.0 + sp)
+    return g_y - scale * (1.0 - eps) * wy
+
+
+@_jit()
+def _ce_prob_row(x, t, w, eps, scale, g, need_grad, e, d, d2):
     """Loss of one row with class-probability target ``t`` smoothed to
     t' = (1 - eps) t + eps / C: sum_k w_k t'_k (lse - x_k); gradient
-    p_k sum_j w_j t'_j - w_k t'_k. A term with w_k t'_k == 0 adds nothing,
-    even where x_k = -inf (a masked class)."""
+    p_k sum_j w_j t'_j - w_k t'_k."""
     n = x.shape[0]
-    m, km = _row_max(x)
-    if need_grad:
-        s = _row_exp_store(x, m, km, g)
-    else:
-        s = _row_exp_sum(x, m, km)
-    lse_m = math.log1p(s)
+    m = _row_max(x)
+    s, c = _row_exp_sum(x, m, g if need_grad else e)
+    sp = s + (c - 1.0)
+    lse_m = math.log1p(sp)
     keep = 1.0 - eps
     spread = eps / n
-    total = 0.0  # sum_k w_k t'_k
-    loss = 0.0
-    for k in range(n):
-        wt = w[k] * (keep * t[k] + spread)
-        if wt != 0.0:
-            loss += wt * (m - x[k])
-            total += wt
-    loss += total * lse_m
+    part, total = _row_prob_terms(w, t, x, m, keep, spread, d, d2)
+    loss = part + total * lse_m
     if need_grad:
-        a = scale * total / (1.0 + s)
+        a = scale * total / (1.0 + sp)
         for k in range(n):
             g[k] = a * g[k] - scale * w[k] * (keep * t[k] + spread)
     return loss
 
 
 @_jit()
-def _ce_index_block(j, x, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, block):
-    n_rows = x.shape[0] * x.shape[2]
-    width = x.shape[2]
+def _tile_in(x3, n, s, nb, T):
+    """Copy ``nb`` rows starting at (n, s) into the (C, LANES) tile ``T``."""
+    n_classes = x3.shape[1]
+    if x3.shape[2] == 1:
+        for i in range(nb):
+            row = x3[n + i, :, 0]
+            for k in range(n_classes):
+                T[k, i] = row[k]
+    else:
+        for k in range(n_classes):
+            src = x3[n, k, s : s + nb]
+            dst = T[k]
+            for i in range(nb):
+                dst[i] = src[i]
+
+
+@_jit()
+def _tile_out(T, n, s, nb, g3):
+    """Inverse of :func:`_tile_in`, into the gradient."""
+    n_classes = g3.shape[1]
+    if g3.shape[2] == 1:
+        for i in range(nb):
+            row = g3[n + i, :, 0]
+            for k in range(n_classes):
+                row[k] = T[k, i]
+    else:
+        for k in range(n_classes):
+            dst = g3[n, k, s : s + nb]
+            src = T[k]
+            for i in range(nb):
+                dst[i] = src[i]
+
+
+@_jit()
+def _tile_max(T, nb, M):
+    """M[i] = max over the classes of lane i (NaN skipped)."""
+    for i in range(nb):
+        M[i] = T[0, i]
+    for k in range(1, T.shape[0]):
+        tk = T[k]
+        for i in range(nb):
+            M[i] = _maxnum(M[i], tk[i])
+
+
+@_jit()
+def _tile_exp(T, nb, M, S, Cnt):
+    """Per lane, S[i] and Cnt[i] as in _row_exp_sum; T becomes exp(T - M)."""
+    for i in range(nb):
+        S[i] = 0.0
+        Cnt[i] = 0.0
+    for k in range(T.shape[0]):
+        tk = T[k]
+        for i in range(nb):
+            v = tk[i]
+            e = fexp(v - M[i])
+            tk[i] = e
+            eq = v == M[i]
+            S[i] += 0.0 if eq else np.float64(e)
+            Cnt[i] += 1.0 if eq else 0.0
+
+
+@_jit()
+def _ce_index_tile(T, nb, y, sw, sw_step, w, wsum, ignore_index, eps, scale, need_grad, M, F):
+    """Loss (into F[0, :nb]) and, with ``need_grad``, gradient (into T) of
+    ``nb`` rows held as the columns of the tile T. ``F`` is float64 scratch
+    of shape (9, LANES), ``M`` scratch of the tile's dtype."""
+    n_classes = T.shape[0]
+    loss, S, Cnt, XY, WY, SM, A, CS, V = F[0], F[1], F[2], F[3], F[4], F[5], F[6], F[7], F[8]
+    for i in range(nb):
+        yi = y[i]
+        valid = yi != ignore_index
+        yy = yi if valid else 0
+        XY[i] = T[yy, i]
+        WY[i] = w[yy]
+        SM[i] = 0.0
+        V[i] = 1.0 if valid else 0.0
+    _tile_max(T, nb, M)
+    if eps > 0.0:
+        for k in range(n_classes):
+            tk = T[k]
+            wk = w[k]
+            for i in range(nb):
+                SM[i] += wk * np.float64(M[i] - tk[i])
+    _tile_exp(T, nb, M, S, Cnt)
+    epsk = eps / n_classes
+    for i in range(nb):
+        sp = S[i] + (Cnt[i] - 1.0)
+        coef = (1.0 - eps) * WY[i]
+        full = coef + epsk * wsum
+        r = sw[i * sw_step]
+        value = r * (coef * np.float64(M[i] - XY[i]) + epsk * SM[i] + full * flog1p(sp))
+        valid = V[i] != 0.0
+        loss[i] = value if valid else 0.0
+        A[i] = scale * r * full / (1.0 + sp)
+        CS[i] = scale * r * epsk
+        S[i] = sp
+    if need_grad:
+        for k in range(n_classes):
+            tk = T[k]
+            wk = w[k]
+            for i in range(nb):
+                gk = A[i] * tk[i] - CS[i] * wk
+                tk[i] = gk if V[i] != 0.0 else 0.0
+        for i in range(nb):
+            yi = y[i]
+            if yi != ignore_index:
+                r = scale * sw[i * sw_step]
+                T[yi, i] = _target_grad(XY[i] == M[i], T[yi, i], S[i], WY[i], wsum, eps, n_classes, r)
+
+
+@_jit()
+def _ce_prob_tile(T, TT, nb, sw, sw_step, w, eps, scale, need_grad, M, F):
+    """Probability-target version of :func:`_ce_index_tile`; TT holds the
+    targets of the lanes."""
+    n_classes = T.shape[0]
+    loss, S, Cnt, PART, TOT, A = F[0], F[1], F[2], F[3], F[4], F[5]
+    keep = 1.0 - eps
+    spread = eps / n_classes
+    _tile_max(T, nb, M)
+    for i in range(nb):
+        PART[i] = 0.0
+        TOT[i] = 0.0
+    for k in range(n_classes):
+        tk = T[k]
+        ttk = TT[k]
+        wk = w[k]
+        for i in range(nb):
+            wt = wk * (keep * ttk[i] + spread)
+            PART[i] += 0.0 if wt == 0.0 else wt * np.float64(M[i] - tk[i])
+            TOT[i] += wt
+    _tile_exp(T, nb, M, S, Cnt)
+    for i in range(nb):
+        sp = S[i] + (Cnt[i] - 1.0)
+        r = sw[i * sw_step]
+        loss[i] = r * (PART[i] + TOT[i] * flog1p(sp))
+        A[i] = scale * r * TOT[i] / (1.0 + sp)
+        S[i] = scale * r
+    if need_grad:
+        for k in range(n_classes):
+            tk = T[k]
+            ttk = TT[k]
+            wk = w[k]
+            for i in range(nb):
+                tk[i] = A[i] * tk[i] - S[i] * wk * (keep * ttk[i] + spread)
+
+
+@_jit()
+def _ce_block(j, x3, t, t3, probs, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, block):
+    """Rows [j * block, (j + 1) * block): fills their losses and gradients and
+    returns the sum of their losses (float64, in a fixed order)."""
+    n_batch, n_classes, width = x3.shape
+    n_rows = n_batch * width
+    r0 = j * block
+    r1 = min(n_rows, r0 + block)
     acc = 0.0
-    for r in range(j * block, min(n_rows, (j + 1) * block)):
-        n = r // width
-        s = r - n * width
-        y = t[r]
-        if y == ignore_index:
-            loss = 0.0
-            if need_grad:
-                for k in range(x.shape[1]):
-                    grad[n, k, s] = 0.0
-        else:
-            g = grad[n, :, s] if need_grad else grad[0, :, 0]
+    if width == 1 and n_classes > TILE_MAX_C:
+        x2 = x3.reshape((n_batch, n_classes))
+        g2 = grad3.reshape((grad3.shape[0], n_classes))
+        e = np.empty(n_classes, dtype=x3.dtype)
+        d = np.empty(n_classes)
+        d2 = np.empty(n_classes)
+        for r in range(r0, r1):
+            g = g2[r] if need_grad else g2[0]
             sr = sw[r * sw_step]
-            loss = sr * _ce_index_row(x[n, :, s], y, w, wsum, eps, scale * sr, g, need_grad)
-        if need_rows:
-            loss_rows[r] = loss
-        acc += loss
-    return acc
-
-
-@_jit(parallel=True)
-def ce_index_par(x, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
-    for j in prange(partial.shape[0]):
-        partial[j] = _ce_index_block(
-            j, x, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, block
-        )
-
-
-@_jit()
-def ce_index_ser(x, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
-    for j in range(partial.shape[0]):
-        partial[j] = _ce_index_block(
-            j, x, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad, block
-        )
-
-
-@_jit()
-def _ce_prob_block(j, x, t, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad, block):
-    n_rows = x.shape[0] * x.shape[2]
-    width = x.shape[2]
-    acc = 0.0
-    for r in range(j * block, min(n_rows, (j + 1) * block)):
+            if probs:
+                value = sr * _ce_prob_row(x2[r], t3[r, :, 0], w, eps, scale * sr, g, need_grad, e, d, d2)
+            elif t[r] == ignore_index:
+                value = 0.0
+                if need_grad:
+                    for k in range(n_classes):
+                        g[k] = 0.0
+            else:
+                value = sr * _ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, need_grad, e, d)
+            if need_rows:
+                loss_rows[r] = value
+            acc += value
+        return acc
+    T = np.empty((n_classes, LANES), dtype=x3.dtype)
+    TT = np.empty((n_classes if probs else 1, LANES), dtype=x3.dtype)
+    M = np.empty(LANES, dtype=x3.dtype)
+    F = np.empty((9, LANES))
+    lane_acc = np.zeros(LANES)
+    r = r0
+    while r < r1:
         n = r // width
         s = r - n * width
-        g = grad[n, :, s] if need_grad else grad[0, :, 0]
-        sr = sw[r * sw_step]
-        loss = sr * _ce_prob_row(x[n, :, s], t[n, :, s], w, eps, scale * sr, g, need_grad)
+        nb = min(LANES, r1 - r) if width == 1 else min(LANES, r1 - r, width - s)
+        _tile_in(x3, n, s, nb, T)
+        if probs:
+            _tile_in(t3, n, s, nb, TT)
+            _ce_prob_tile(T, TT, nb, sw[r * sw_step :], sw_step, w, eps, scale, need_grad, M, F)
+        else:
+            _ce_index_tile(T, nb, t[r:], sw[r * sw_step :], sw_step, w, wsum, ignore_index, eps, scale, need_grad, M, F)
+        if need_grad:
+            _tile_out(T, n, s, nb, grad3)
+        lane_loss = F[0]
+        for i in range(nb):
+            lane_acc[i] += lane_loss[i]
         if need_rows:
-            loss_rows[r] = loss
-        acc += loss
+            for i in range(nb):
+                loss_rows[r + i] = lane_loss[i]
+        r += nb
+    for i in range(LANES):
+        acc += lane_acc[i]
     return acc
 
 
 @_jit(parallel=True)
-def ce_prob_par(x, t, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
+def ce_par(x3, t, t3, probs, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, partial, block):
     for j in prange(partial.shape[0]):
-        partial[j] = _ce_prob_block(j, x, t, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad, block)
+        partial[j] = _ce_block(
+            j, x3, t, t3, probs, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, block
+        )
 
 
 @_jit()
-def ce_prob_ser(x, t, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad, partial, block):
+def ce_ser(x3, t, t3, probs, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, partial, block):
     for j in range(partial.shape[0]):
-        partial[j] = _ce_prob_block(j, x, t, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad, block)
+        partial[j] = _ce_block(
+            j, x3, t, t3, probs, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, block
+        )
 
 
 # ---------------------------------------------------------------------------
-# binary cross-entropy, elementwise over (R, L) with broadcast weights of
-# shape (1 or R, 1 or L)
+# binary cross-entropy, elementwise over a 2-D view (R, L) of the input with
+# weights of shape (1 or R, 1 or L), in segments of at most BCE_SEGMENT
+# elements (whole rows when L is short, pieces of one row when it is long).
+
+BCE_SEGMENT = 8192
 
 
-@_jit()
-def _bce_logits_elem(z, y, w, pw, scale, need_grad):
-    """PyTorch's binary_cross_entropy_with_logits for one element, in the
-    branching form that has no cancellation: with sp = log1p(exp(-|z|)),
-    -log sigmoid(z) = sp + max(-z, 0) and -log sigmoid(-z) = sp + max(z, 0), so
-    loss = w [pw y (sp + max(-z, 0)) + (1 - y) (sp + max(z, 0))] and
-    grad = scale w [(1 - y) sigmoid(z) - pw y sigmoid(-z)]."""
-    e = math.exp(-abs(z))
-    sp = math.log1p(e)
-    loss = w * (pw * y * (sp + max(-z, 0.0)) + (1.0 - y) * (sp + max(z, 0.0)))
-    grad = 0.0
-    if need_grad:
+def bce_logits_run(x, y, w, pw, scale, lo, g):
+    """Losses of binary_cross_entropy_with_logits into ``lo`` and their
+    gradients times ``scale`` into ``g`` (Numba only; one loop without
+    branches, so that it vectorises)."""
+    raise NotImplementedError
+
+
+def bce_prob_run(x, y, w, scale, lo, g):
+    """The same for binary_cross_entropy; returns the number of inputs outside
+    [0, 1] (Numba only)."""
+    raise NotImplementedError
+
+
+# One version per dtype so that float32 input is computed in float32
+# arithmetic (typed constants) with the float32 exp and log.
+
+
+def _bce_logits_run64(x, y, w, pw, scale, lo, g):
+    # The branching form, no cancellation: with sp = log1p(exp(-|z|)),
+    # -log sigmoid(z) = sp + max(-z, 0), -log sigmoid(-z) = sp + max(z, 0).
+    for k in range(x.shape[0]):
+        z = x[k]
+        yk = y[k]
+        wk = w[k]
+        pwk = pw[k]
+        e = fexp(-abs(z))
+        sp = flog1p(e)
+        lo[k] = wk * (pwk * yk * (sp + max(-z, 0.0)) + (1.0 - yk) * (sp + max(z, 0.0)))
         inv = 1.0 / (1.0 + e)
-        if z >= 0.0:
-            sig_pos, sig_neg = inv, e * inv
-        else:
-            sig_pos, sig_neg = e * inv, inv
-        grad = scale * w * ((1.0 - y) * sig_pos - pw * y * sig_neg)
-    return loss, grad
+        pos = z >= 0.0
+        sig_pos = inv if pos else e * inv  # sigmoid(z)
+        sig_neg = e * inv if pos else inv  # sigmoid(-z)
+        g[k] = scale * (wk * ((1.0 - yk) * sig_pos - pwk * yk * sig_neg))
+
+
+def _bce_logits_run32(x, y, w, pw, scale, lo, g):
+    zero = _F32(0.0)
+    one = _F32(1.0)
+    for k in range(x.shape[0]):
+        z = x[k]
+        yk = y[k]
+        wk = w[k]
+        pwk = pw[k]
+        e = fexp(-abs(z))
+        sp = flog1p(e)
+        lo[k] = wk * (pwk * yk * (sp + max(-z, zero)) + (one - yk) * (sp + max(z, zero)))
+        inv = one / (one + e)
+        pos = z >= zero
+        sig_pos = inv if pos else e * inv
+        sig_neg = e * inv if pos else inv
+        g[k] = scale * (wk * ((one - yk) * sig_pos - pwk * yk * sig_neg))
+
+
+def _bce_prob_run64(x, y, w, scale, lo, g):
+    # PyTorch: logs clamped at -100; backward w (p - y) / max(p (1 - p), 1e-12).
+    n_bad = 0
+    for k in range(x.shape[0]):
+        p = x[k]
+        yk = y[k]
+        wk = w[k]
+        lp = max(flog(p), -100.0)
+        l1p = max(flog1p(-p), -100.0)
+        lo[k] = wk * ((yk - 1.0) * l1p - yk * lp)
+        g[k] = scale * (wk * (p - yk) / max((1.0 - p) * p, 1e-12))
+        n_bad += 0 if (p >= 0.0 and p <= 1.0) else 1
+    return n_bad
+
+
+def _bce_prob_run32(x, y, w, scale, lo, g):
+    one = _F32(1.0)
+    n_bad = 0
+    for k in range(x.shape[0]):
+        p = x[k]
+        yk = y[k]
+        wk = w[k]
+        lp = max(flog(p), _F32(-100.0))
+        l1p = max(flog1p(-p), _F32(-100.0))
+        lo[k] = wk * ((yk - one) * l1p - yk * lp)
+        g[k] = scale * (wk * (p - yk) / max((one - p) * p, _F32(1e-12)))
+        n_bad += 0 if (p >= _F32(0.0) and p <= one) else 1
+    return n_bad
+
+
+@overload(bce_logits_run, jit_options=_FAST_OPTS)
+def _bce_logits_run_overload(x, y, w, pw, scale, lo, g):
+    if x.dtype == types.float32:
+        return _bce_logits_run32
+    if x.dtype == types.float64:
+        return _bce_logits_run64
+    return None
+
+
+@overload(bce_prob_run, jit_options=_FAST_OPTS)
+def _bce_prob_run_overload(x, y, w, scale, lo, g):
+    if x.dtype == types.float32:
+        return _bce_prob_run32
+    if x.dtype == types.float64:
+        return _bce_prob_run64
+    return None
 
 
 @_jit()
-def _bce_prob_elem(p, y, w, scale, need_grad):
-    """PyTorch's binary_cross_entropy for one element (logs clamped at -100)
-    and its backward formula w (p - y) / max(p (1 - p), 1e-12)."""
-    lp = max(math.log(p), -100.0)
-    l1p = max(math.log1p(-p), -100.0)
-    loss = w * ((y - 1.0) * l1p - y * lp)
-    grad = 0.0
-    if need_grad:
-        grad = scale * w * (p - y) / max((1.0 - p) * p, 1e-12)
-    return loss, grad
+def _weights_row(w, i, c0, c1, buf):
+    """Row i, columns [c0, c1) of a weight of shape (1 or R, 1 or L) as a
+    contiguous vector (a view, or ``buf`` filled with the broadcast value)."""
+    row = w[i if w.shape[0] > 1 else 0]
+    if w.shape[1] > 1:
+        return row[c0:c1]
+    v = buf[: c1 - c0]
+    v[:] = row[0]
+    return v
 
 
 @_jit()
-def _bce_block(j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, bad, rows_per_block):
+def _bce_segment(j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, bad, col_segments, rows_per_segment):
     n_rows, width = x.shape
-    wr = 1 if w.shape[0] > 1 else 0
-    wc = 1 if w.shape[1] > 1 else 0
-    pr = 1 if pw.shape[0] > 1 else 0
-    pc = 1 if pw.shape[1] > 1 else 0
+    seg = min(width, BCE_SEGMENT)
+    group = j // col_segments
+    c0 = (j - group * col_segments) * seg
+    c1 = min(width, c0 + seg)
+    wbuf = np.empty(seg, dtype=x.dtype)
+    pbuf = np.empty(seg, dtype=x.dtype)
+    lbuf = np.empty(seg, dtype=x.dtype)
+    gbuf = np.empty(seg, dtype=x.dtype)
     acc = 0.0
     n_bad = 0
-    for i in range(j * rows_per_block, min(n_rows, (j + 1) * rows_per_block)):
-        for k in range(width):
-            v = x[i, k]
-            wk = w[i * wr, k * wc]
-            if logits:
-                loss, gk = _bce_logits_elem(v, y[i, k], wk, pw[i * pr, k * pc], scale, need_grad)
-            else:
-                if not (v >= 0.0 and v <= 1.0):
-                    n_bad += 1
-                loss, gk = _bce_prob_elem(v, y[i, k], wk, scale, need_grad)
-            if need_grad:
-                grad[i, k] = gk
-            if need_el:
-                loss_el[i, k] = loss
-            acc += loss
+    for i in range(group * rows_per_segment, min(n_rows, (group + 1) * rows_per_segment)):
+        wv = _weights_row(w, i, c0, c1, wbuf)
+        lo = loss_el[i, c0:c1] if need_el else lbuf[: c1 - c0]
+        g = grad[i, c0:c1] if need_grad else gbuf[: c1 - c0]
+        if logits:
+            pv = _weights_row(pw, i, c0, c1, pbuf)
+            bce_logits_run(x[i, c0:c1], y[i, c0:c1], wv, pv, scale, lo, g)
+        else:
+            n_bad += bce_prob_run(x[i, c0:c1], y[i, c0:c1], wv, scale, lo, g)
+        acc += _sum(lo)
     bad[j] = n_bad
     return acc
 
 
 @_jit(parallel=True)
-def bce_par(logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, partial, bad, rows_per_block):
+def bce_par(logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, partial, bad, col_segments, rows_per_segment):
     for j in prange(partial.shape[0]):
-        partial[j] = _bce_block(j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, bad, rows_per_block)
+        partial[j] = _bce_segment(
+            j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, bad, col_segments, rows_per_segment
+        )
 
 
 @_jit()
-def bce_ser(logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, partial, bad, rows_per_block):
+def bce_ser(logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, partial, bad, col_segments, rows_per_segment):
     for j in range(partial.shape[0]):
-        partial[j] = _bce_block(j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, bad, rows_per_block)
+        partial[j] = _bce_segment(
+            j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, bad, col_segments, rows_per_segment
+        )

@@ -87,7 +87,7 @@ def broadcast_2d(value, name, shape, rows, cols, dtype):
     ``(1 or rows, 1 or cols)`` (broadcast along an axis = length 1 there).
 
     The 2-D view is ``(prod(shape[:-1]), shape[-1])`` for ndim >= 2,
-    ``(shape[0], 1)`` for 1-D and ``(1, 1)`` for 0-d shapes. An operand that
+    ``(1, shape[0])`` for 1-D and ``(1, 1)`` for 0-d shapes. An operand that
     varies along some but not all leading axes is materialised at full size.
     """
     arr = as_real_array(value, name)
@@ -102,7 +102,7 @@ def broadcast_2d(value, name, shape, rows, cols, dtype):
     if nd == 0:
         out = arr.reshape(1, 1)
     elif nd == 1:
-        out = arr.reshape(-1, 1)
+        out = arr.reshape(1, -1)
     else:
         lead = arr.shape[:-1]
         if all(d == 1 for d in lead):

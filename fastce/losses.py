@@ -198,7 +198,10 @@ def cross_entropy(
             ) from None
         sw, sw_step = np.ascontiguousarray(sw, dtype=np.float64).reshape(-1), 1
 
-    block = max(1, min(1024, _CE_BLOCK_ELEMENTS // n_classes))
+    if x3.shape[2] == 1 and n_classes > K.TILE_MAX_C:  # row layout, see _kernels
+        block = max(1, min(1024, _CE_BLOCK_ELEMENTS // n_classes))
+    else:  # tiles of K.LANES rows
+        block = K.LANES * max(1, min(64, _CE_BLOCK_ELEMENTS // (n_classes * K.LANES)))
     partial = np.empty((n_rows + block - 1) // block)
     loss_rows = np.empty(n_rows if reduction == "none" else 0, dtype=x.dtype)
     grad = np.empty(x.shape if return_grad else (1, n_classes, 1), dtype=x.dtype)
@@ -218,8 +221,9 @@ def cross_entropy(
         denominator = n_rows if sample_weight is None else float(sw.sum())
         scale = _grad_scale(reduction, denominator)
         run_kernel(
-            K.ce_prob_par, K.ce_prob_ser, n_threads, x.size,
-            x3, t3, w, sw, sw_step, eps, scale, return_grad, loss_rows, reduction == "none", grad3, partial, block,
+            K.ce_par, K.ce_ser, n_threads, x.size,
+            x3, np.zeros(1, dtype=np.intp), t3, True, w, 0.0, sw, sw_step, ignore_index, eps, scale, return_grad,
+            loss_rows, reduction == "none", grad3, partial, block,
         )  # fmt: skip
     else:
         if tgt.dtype.kind not in "iu":
@@ -245,9 +249,9 @@ def cross_entropy(
         scale = _grad_scale(reduction, denominator)
         wsum = float(w.sum())
         run_kernel(
-            K.ce_index_par, K.ce_index_ser, n_threads, x.size,
-            x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, return_grad, loss_rows, reduction == "none",
-            grad3, partial, block,
+            K.ce_par, K.ce_ser, n_threads, x.size,
+            x3, t, np.empty((1, 1, 1), dtype=x.dtype), False, w, wsum, sw, sw_step, ignore_index, eps, scale,
+            return_grad, loss_rows, reduction == "none", grad3, partial, block,
         )  # fmt: skip
 
     if reduction == "none":
@@ -267,27 +271,32 @@ def _bce(input, target, weight, pos_weight, reduction, return_grad, n_threads, l
     shape = x.shape
     if x.ndim >= 2:
         rows, cols = math.prod(shape[:-1]), shape[-1]
-    elif x.ndim == 1:
-        rows, cols = shape[0], 1
     else:
-        rows, cols = 1, 1
-    x2 = x.reshape(rows, cols)
-    y2 = np.ascontiguousarray(tgt, dtype=x.dtype).reshape(rows, cols)
+        rows, cols = 1, x.size
     one = np.ones((1, 1), dtype=x.dtype)
     w2 = one if weight is None else broadcast_2d(weight, "weight", shape, rows, cols, x.dtype)
     pw2 = one if pos_weight is None else broadcast_2d(pos_weight, "pos_weight", shape, rows, cols, x.dtype)
+    if all(a.shape in ((1, 1), (rows, cols)) for a in (w2, pw2)):
+        # Nothing varies along one axis only: work on the flat array.
+        rows, cols = 1, x.size
+        w2, pw2 = w2.reshape(1, -1), pw2.reshape(1, -1)
+    x2 = x.reshape(rows, cols)
+    y2 = np.ascontiguousarray(tgt, dtype=x.dtype).reshape(rows, cols)
 
-    rows_per_block = max(1, _BCE_BLOCK_ELEMENTS // max(cols, 1))
-    n_blocks = (rows + rows_per_block - 1) // rows_per_block
-    partial = np.empty(n_blocks)
-    bad = np.zeros(n_blocks, dtype=np.int64)
+    if cols >= K.BCE_SEGMENT:
+        col_segments, rows_per_segment = -(-cols // K.BCE_SEGMENT), 1
+    else:
+        col_segments, rows_per_segment = 1, max(1, K.BCE_SEGMENT // max(cols, 1))
+    n_segments = -(-rows // rows_per_segment) * col_segments if cols else 0
+    partial = np.zeros(n_segments)
+    bad = np.zeros(n_segments, dtype=np.int64)
     loss_el = np.empty((rows, cols) if reduction == "none" else (1, 1), dtype=x.dtype)
     grad = np.empty((rows, cols) if return_grad else (1, 1), dtype=x.dtype)
-    scale = _grad_scale(reduction, x.size)
+    scale = x.dtype.type(_grad_scale(reduction, x.size))
     run_kernel(
         K.bce_par, K.bce_ser, n_threads, x.size,
         logits, x2, y2, w2, pw2, scale, return_grad, loss_el, reduction == "none", grad, partial, bad,
-        rows_per_block,
+        col_segments, rows_per_segment,
     )  # fmt: skip
     if not logits and bad.any():
         raise ValueError(

@@ -132,7 +132,11 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
         b2 = to_rows(bb, axes, compute)[0] if bb is not None else np.zeros((1, 1), dtype=compute)
         out = np.empty(x2.shape[0], dtype=compute)
         sgn = np.empty(x2.shape[0], dtype=compute)
-        run_kernel(K.logsumexp_par, K.logsumexp_ser, None, x2.size, x2, b2, int(bb is not None), return_sign, out, sgn)
+        block = max(1, min(4096, (1 << 14) // x2.shape[1]))
+        run_kernel(
+            K.logsumexp_par, K.logsumexp_ser, None, x2.size,
+            x2, b2, int(bb is not None), return_sign, out, sgn, block,
+        )  # fmt: skip
         out = out.astype(dtype, copy=False).reshape(reduced_shape)
         sgn = sgn.astype(dtype, copy=False).reshape(reduced_shape)
     if not keepdims:
