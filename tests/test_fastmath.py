@@ -1,0 +1,86 @@
+"""fastce's vectorisable exp, log and log1p against NumPy over the whole float range."""
+
+import numba
+import numpy as np
+import pytest
+
+from fastce import _kernels as K
+
+
+@numba.njit
+def _apply(kind, x, out):
+    for i in range(x.shape[0]):
+        if kind == 0:
+            out[i] = K.fexp(x[i])
+        elif kind == 1:
+            out[i] = K.flog(x[i])
+        else:
+            out[i] = K.flog1p(x[i])
+
+
+def _ulp_error(got, ref, dtype):
+    got = got.astype(np.float64)
+    ref = ref.astype(np.float64)
+    spacing = np.spacing(np.abs(ref).astype(dtype)).astype(np.float64)
+    return np.abs(got - ref) / spacing
+
+
+def _reference(kind, x):
+    x64 = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        return (np.exp, np.log, np.log1p)[kind](x64)
+
+
+def _check(kind, x, max_ulp):
+    out = np.empty_like(x)
+    _apply(kind, x, out)
+    with np.errstate(over="ignore"):
+        ref = _reference(kind, x).astype(x.dtype)  # correctly rounded to the dtype (for float32)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    special = ~np.isfinite(ref) | (ref == 0)
+    np.testing.assert_array_equal(out[special], ref[special])
+    normal = ~special & (np.abs(ref) >= np.finfo(x.dtype).tiny)
+    err = _ulp_error(out[normal], _reference(kind, x)[normal], x.dtype)
+    assert err.max() <= max_ulp, (x[normal][err.argmax()], err.max())
+    tiny = ~special & ~normal  # subnormal results: absolute error of a couple of subnormal steps
+    step = np.finfo(x.dtype).smallest_subnormal
+    assert np.all(np.abs(out[tiny].astype(np.float64) - ref[tiny].astype(np.float64)) <= 2 * float(step))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_whole_range(dtype):
+    info = np.finfo(dtype)
+    hi = float(np.log(info.max)) + 1
+    lo = float(np.log(info.smallest_subnormal)) - 2
+    rng = np.random.default_rng(0)
+    x = np.concatenate([
+        np.linspace(lo, hi, 200_001),
+        rng.uniform(-1, 1, 100_000),
+        rng.uniform(-1e-6, 1e-6, 1000),
+        [0.0, -0.0, np.inf, -np.inf, np.nan, hi + 100, lo - 100, float(np.log(info.max))],
+    ]).astype(dtype)
+    _check(0, x, 2.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_whole_range(dtype):
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(1)
+    x = np.concatenate([
+        np.exp(rng.uniform(np.log(float(info.smallest_subnormal)), np.log(float(info.max)), 200_000)),
+        rng.uniform(0.5, 2.0, 100_000),
+        [0.0, -0.0, -1.0, np.inf, -np.inf, np.nan, float(info.max), float(info.tiny), float(info.smallest_subnormal), 1.0],
+    ]).astype(dtype)
+    _check(1, x, 2.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log1p(dtype):
+    rng = np.random.default_rng(2)
+    x = np.concatenate([
+        rng.uniform(-1, 1, 100_000),
+        np.exp(rng.uniform(-700 if dtype == np.float64 else -85, 80, 100_000)),
+        -np.exp(rng.uniform(-80, 0, 10_000)),
+        [0.0, -1.0, np.inf, np.nan, 1e-30, -1e-30],
+    ]).astype(dtype)
+    _check(2, x, 4.0)
