@@ -535,13 +535,13 @@ def _lse_block(j, x, b, b_step, return_sign, out, sgn, block):
 @_jit(parallel=True)
 def logsumexp_par(x, b, b_step, return_sign, out, sgn, block):
     for j in prange((x.shape[0] + block - 1) // block):
-        _lse_block(j, x, b, b_step, return_sign, out, sgn, block)
+        _lse_block(np.int64(j), x, b, b_step, return_sign, out, sgn, block)
 
 
 @_jit()
 def logsumexp_ser(x, b, b_step, return_sign, out, sgn, block):
     for j in range((x.shape[0] + block - 1) // block):
-        _lse_block(j, x, b, b_step, return_sign, out, sgn, block)
+        _lse_block(np.int64(j), x, b, b_step, return_sign, out, sgn, block)
 
 
 # ---------------------------------------------------------------------------
@@ -570,13 +570,13 @@ def _sigmoid_block(j, x, out, log, block):
 @_jit(parallel=True)
 def sigmoid_par(x, out, log, block):
     for j in prange((x.shape[0] + block - 1) // block):
-        _sigmoid_block(j, x, out, log, block)
+        _sigmoid_block(np.int64(j), x, out, log, block)
 
 
 @_jit()
 def sigmoid_ser(x, out, log, block):
     for j in range((x.shape[0] + block - 1) // block):
-        _sigmoid_block(j, x, out, log, block)
+        _sigmoid_block(np.int64(j), x, out, log, block)
 
 
 # ---------------------------------------------------------------------------
@@ -833,16 +833,79 @@ def _ce_prob_tile(T, TT, nb, sw, sw_step, w, eps, scale, need_grad, M, F):
 
 
 @_jit()
-def _ce_block(j, x3, t, t3, probs, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, block):
-    """Rows [j * block, (j + 1) * block): fills their losses and gradients and
-    returns the sum of their losses (float64, in a fixed order)."""
+def _tile_span(r, r1, width):
+    """The tile starting at row r (of at most LANES rows, not past r1 nor the
+    end of a spatial slice): its (n, s) position and its number of rows."""
+    n = r // width
+    s = r - n * width
+    nb = min(LANES, r1 - r) if width == 1 else min(LANES, r1 - r, width - s)
+    return n, s, nb
+
+
+@_jit()
+def _tile_losses(lane_loss, nb, lane_acc, loss_rows, need_rows, r):
+    for i in range(nb):
+        lane_acc[i] += lane_loss[i]
+    if need_rows:
+        for i in range(nb):
+            loss_rows[r + i] = lane_loss[i]
+
+
+@_jit()
+def _ce_index_block(j, x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, block):
+    """Rows [j * block, (j + 1) * block) with class-index targets: fills their
+    losses and gradients and returns the sum of their losses (float64, in a
+    fixed order)."""
     n_batch, n_classes, width = x3.shape
-    n_rows = n_batch * width
     r0 = j * block
-    r1 = min(n_rows, r0 + block)
+    r1 = min(n_batch * width, r0 + block)
     acc = 0.0
     if width == 1 and n_classes > TILE_MAX_C:
         x2 = x3.reshape((n_batch, n_classes))
+        g2 = grad3.reshape((grad3.shape[0], n_classes))
+        e = np.empty(n_classes, dtype=x3.dtype)
+        d = np.empty(n_classes)
+        for r in range(r0, r1):
+            g = g2[r] if need_grad else g2[0]
+            if t[r] == ignore_index:
+                value = 0.0
+                if need_grad:
+                    g[:] = 0.0
+            else:
+                sr = sw[r * sw_step]
+                value = sr * _ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, need_grad, e, d)
+            if need_rows:
+                loss_rows[r] = value
+            acc += value
+        return acc
+    T = np.empty((n_classes, LANES), dtype=x3.dtype)
+    M = np.empty(LANES, dtype=x3.dtype)
+    F = np.empty((9, LANES))
+    lane_acc = np.zeros(LANES)
+    r = r0
+    while r < r1:
+        n, s, nb = _tile_span(r, r1, width)
+        _tile_in(x3, n, s, nb, T)
+        _ce_index_tile(T, nb, t[r:], sw[r * sw_step :], sw_step, w, wsum, ignore_index, eps, scale, need_grad, M, F)
+        if need_grad:
+            _tile_out(T, n, s, nb, grad3)
+        _tile_losses(F[0], nb, lane_acc, loss_rows, need_rows, r)
+        r += nb
+    for i in range(LANES):
+        acc += lane_acc[i]
+    return acc
+
+
+@_jit()
+def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad3, block):
+    """:func:`_ce_index_block` for class-probability targets ``t3``."""
+    n_batch, n_classes, width = x3.shape
+    r0 = j * block
+    r1 = min(n_batch * width, r0 + block)
+    acc = 0.0
+    if width == 1 and n_classes > TILE_MAX_C:
+        x2 = x3.reshape((n_batch, n_classes))
+        t2 = t3.reshape((n_batch, n_classes))
         g2 = grad3.reshape((grad3.shape[0], n_classes))
         e = np.empty(n_classes, dtype=x3.dtype)
         d = np.empty(n_classes)
@@ -850,63 +913,61 @@ def _ce_block(j, x3, t, t3, probs, w, wsum, sw, sw_step, ignore_index, eps, scal
         for r in range(r0, r1):
             g = g2[r] if need_grad else g2[0]
             sr = sw[r * sw_step]
-            if probs:
-                value = sr * _ce_prob_row(x2[r], t3[r, :, 0], w, eps, scale * sr, g, need_grad, e, d, d2)
-            elif t[r] == ignore_index:
-                value = 0.0
-                if need_grad:
-                    for k in range(n_classes):
-                        g[k] = 0.0
-            else:
-                value = sr * _ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, need_grad, e, d)
+            value = sr * _ce_prob_row(x2[r], t2[r], w, eps, scale * sr, g, need_grad, e, d, d2)
             if need_rows:
                 loss_rows[r] = value
             acc += value
         return acc
     T = np.empty((n_classes, LANES), dtype=x3.dtype)
-    TT = np.empty((n_classes if probs else 1, LANES), dtype=x3.dtype)
+    TT = np.empty((n_classes, LANES), dtype=x3.dtype)
     M = np.empty(LANES, dtype=x3.dtype)
     F = np.empty((9, LANES))
     lane_acc = np.zeros(LANES)
     r = r0
     while r < r1:
-        n = r // width
-        s = r - n * width
-        nb = min(LANES, r1 - r) if width == 1 else min(LANES, r1 - r, width - s)
+        n, s, nb = _tile_span(r, r1, width)
         _tile_in(x3, n, s, nb, T)
-        if probs:
-            _tile_in(t3, n, s, nb, TT)
-            _ce_prob_tile(T, TT, nb, sw[r * sw_step :], sw_step, w, eps, scale, need_grad, M, F)
-        else:
-            _ce_index_tile(T, nb, t[r:], sw[r * sw_step :], sw_step, w, wsum, ignore_index, eps, scale, need_grad, M, F)
+        _tile_in(t3, n, s, nb, TT)
+        _ce_prob_tile(T, TT, nb, sw[r * sw_step :], sw_step, w, eps, scale, need_grad, M, F)
         if need_grad:
             _tile_out(T, n, s, nb, grad3)
-        lane_loss = F[0]
-        for i in range(nb):
-            lane_acc[i] += lane_loss[i]
-        if need_rows:
-            for i in range(nb):
-                loss_rows[r + i] = lane_loss[i]
+        _tile_losses(F[0], nb, lane_acc, loss_rows, need_rows, r)
         r += nb
     for i in range(LANES):
         acc += lane_acc[i]
     return acc
 
 
+# prange hands out unsigned indices: cast them, or the block function is
+# compiled a second time for uint64.
+
+
 @_jit(parallel=True)
-def ce_par(x3, t, t3, probs, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, partial, block):
+def ce_index_par(x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, partial, block):
     for j in prange(partial.shape[0]):
-        partial[j] = _ce_block(
-            j, x3, t, t3, probs, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, block
+        partial[j] = _ce_index_block(
+            np.int64(j), x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, block
         )
 
 
 @_jit()
-def ce_ser(x3, t, t3, probs, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, partial, block):
+def ce_index_ser(x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, partial, block):
     for j in range(partial.shape[0]):
-        partial[j] = _ce_block(
-            j, x3, t, t3, probs, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, block
+        partial[j] = _ce_index_block(
+            np.int64(j), x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, need_grad, loss_rows, need_rows, grad3, block
         )
+
+
+@_jit(parallel=True)
+def ce_prob_par(x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad3, partial, block):
+    for j in prange(partial.shape[0]):
+        partial[j] = _ce_prob_block(np.int64(j), x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad3, block)
+
+
+@_jit()
+def ce_prob_ser(x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad3, partial, block):
+    for j in range(partial.shape[0]):
+        partial[j] = _ce_prob_block(np.int64(j), x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, need_rows, grad3, block)
 
 
 # ---------------------------------------------------------------------------
@@ -1061,7 +1122,7 @@ def _bce_segment(j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, gra
 def bce_par(logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, partial, bad, col_segments, rows_per_segment):
     for j in prange(partial.shape[0]):
         partial[j] = _bce_segment(
-            j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, bad, col_segments, rows_per_segment
+            np.int64(j), logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, bad, col_segments, rows_per_segment
         )
 
 
@@ -1069,5 +1130,5 @@ def bce_par(logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, parti
 def bce_ser(logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, partial, bad, col_segments, rows_per_segment):
     for j in range(partial.shape[0]):
         partial[j] = _bce_segment(
-            j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, bad, col_segments, rows_per_segment
+            np.int64(j), logits, x, y, w, pw, scale, need_grad, loss_el, need_el, grad, bad, col_segments, rows_per_segment
         )

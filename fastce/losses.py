@@ -221,9 +221,8 @@ def cross_entropy(
         denominator = n_rows if sample_weight is None else float(sw.sum())
         scale = _grad_scale(reduction, denominator)
         run_kernel(
-            K.ce_par, K.ce_ser, n_threads, x.size,
-            x3, np.zeros(1, dtype=np.intp), t3, True, w, 0.0, sw, sw_step, ignore_index, eps, scale, return_grad,
-            loss_rows, reduction == "none", grad3, partial, block,
+            K.ce_prob_par, K.ce_prob_ser, n_threads, x.size,
+            x3, t3, w, sw, sw_step, eps, scale, return_grad, loss_rows, reduction == "none", grad3, partial, block,
         )  # fmt: skip
     else:
         if tgt.dtype.kind not in "iu":
@@ -249,9 +248,9 @@ def cross_entropy(
         scale = _grad_scale(reduction, denominator)
         wsum = float(w.sum())
         run_kernel(
-            K.ce_par, K.ce_ser, n_threads, x.size,
-            x3, t, np.empty((1, 1, 1), dtype=x.dtype), False, w, wsum, sw, sw_step, ignore_index, eps, scale,
-            return_grad, loss_rows, reduction == "none", grad3, partial, block,
+            K.ce_index_par, K.ce_index_ser, n_threads, x.size,
+            x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, return_grad, loss_rows, reduction == "none",
+            grad3, partial, block,
         )  # fmt: skip
 
     if reduction == "none":

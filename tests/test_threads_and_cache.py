@@ -170,7 +170,7 @@ def test_cache_is_used_by_a_second_process(tmp_path):
     from fastce import _kernels as K
     x = np.zeros((3, 4), dtype=np.float32)
     fastce.cross_entropy(x, np.zeros(3, dtype=np.intp), return_grad=True)
-    s = K.ce_ser.stats
+    s = K.ce_index_ser.stats
     print(sum(s.cache_hits.values()), sum(s.cache_misses.values()))
     """
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
