@@ -55,6 +55,26 @@ def _grad_scale(reduction, denominator):
         return float(np.float64(1.0) / np.float64(denominator))
 
 
+def _grad_buffer(grad_out, input_arr, x, out_dtype, shape):
+    """The array the kernel writes the gradient into: ``grad_out`` when given
+    (checked), else a new one. ``input_arr`` is the caller's array (for the
+    overlap check), ``x`` its float32/float64 C-contiguous version."""
+    if grad_out is None:
+        return np.empty(shape, dtype=x.dtype)
+    if not isinstance(grad_out, np.ndarray):
+        raise TypeError(f"grad_out must be a NumPy array, got {type(grad_out).__name__}")
+    if grad_out.shape != x.shape or grad_out.dtype != out_dtype or out_dtype != x.dtype:
+        raise ValueError(
+            f"grad_out must be a float32 or float64 array of the input's shape {x.shape} and dtype {out_dtype}, "
+            f"got shape {grad_out.shape} and dtype {grad_out.dtype}"
+        )
+    if not (grad_out.flags.c_contiguous and grad_out.flags.writeable and grad_out.dtype.isnative):
+        raise ValueError("grad_out must be C-contiguous, writeable and in native byte order")
+    if np.may_share_memory(grad_out, input_arr) or np.may_share_memory(grad_out, x):
+        raise ValueError("grad_out must not overlap input (fastce never modifies its inputs)")
+    return grad_out if grad_out.shape == shape else grad_out.reshape(shape)
+
+
 def _finish(loss, grad, return_grad, out_dtype):
     if grad is not None and grad.dtype != out_dtype:
         grad = grad.astype(out_dtype)
@@ -73,6 +93,7 @@ def cross_entropy(
     *,
     sample_weight=None,
     return_grad=False,
+    grad_out=None,
     n_threads=None,
 ):
     r"""Cross-entropy between logits and class targets, as :func:`torch.nn.functional.cross_entropy`.
@@ -106,6 +127,10 @@ def cross_entropy(
         probability targets).
     return_grad : bool, default=False
         Also return the gradient with respect to `input`, from the same pass.
+    grad_out : ndarray, default=None
+        With `return_grad`, write the gradient into this C-contiguous array of
+        `input`'s shape and (float32 or float64) dtype instead of allocating
+        one, and return it; it must not overlap `input`.
     n_threads : int, default=None
         Threads to use (see :mod:`fastce.losses`).
 
@@ -204,7 +229,9 @@ def cross_entropy(
         block = K.LANES * max(1, min(64, _CE_BLOCK_ELEMENTS // (n_classes * K.LANES)))
     partial = np.empty((n_rows + block - 1) // block)
     loss_rows = np.empty(n_rows if reduction == "none" else 0, dtype=x.dtype)
-    grad = np.empty(x.shape if return_grad else (1, n_classes, 1), dtype=x.dtype)
+    if grad_out is not None and not return_grad:
+        raise ValueError("grad_out is only used with return_grad=True")
+    grad = _grad_buffer(grad_out, input, x, out_dtype, x.shape) if return_grad else np.empty((1, n_classes, 1), x.dtype)
     grad3 = grad.reshape(x3.shape) if return_grad else grad
 
     if probabilities:
@@ -260,7 +287,7 @@ def cross_entropy(
     return _finish(loss, grad if return_grad else None, return_grad, out_dtype)
 
 
-def _bce(input, target, weight, pos_weight, reduction, return_grad, n_threads, logits):
+def _bce(input, target, weight, pos_weight, reduction, return_grad, grad_out, n_threads, logits):
     reduction = check_reduction(reduction)
     return_grad = check_flag(return_grad, "return_grad")
     x, out_dtype = loss_input(input)
@@ -290,7 +317,9 @@ def _bce(input, target, weight, pos_weight, reduction, return_grad, n_threads, l
     partial = np.zeros(n_segments)
     bad = np.zeros(n_segments, dtype=np.int64)
     loss_el = np.empty((rows, cols) if reduction == "none" else (1, 1), dtype=x.dtype)
-    grad = np.empty((rows, cols) if return_grad else (1, 1), dtype=x.dtype)
+    if grad_out is not None and not return_grad:
+        raise ValueError("grad_out is only used with return_grad=True")
+    grad = _grad_buffer(grad_out, input, x, out_dtype, (rows, cols)) if return_grad else np.empty((1, 1), x.dtype)
     scale = x.dtype.type(_grad_scale(reduction, x.size))
     run_kernel(
         K.bce_par, K.bce_ser, n_threads, x.size,
@@ -306,10 +335,14 @@ def _bce(input, target, weight, pos_weight, reduction, return_grad, n_threads, l
         loss = loss_el.reshape(shape)
     else:
         loss = _reduce(partial.sum(), x.size, reduction, out_dtype)
-    return _finish(loss, grad.reshape(shape) if return_grad else None, return_grad, out_dtype)
+    if return_grad:
+        grad = grad_out if grad_out is not None else grad.reshape(shape)
+    return _finish(loss, grad if return_grad else None, return_grad, out_dtype)
 
 
-def binary_cross_entropy(input, target, weight=None, reduction="mean", *, return_grad=False, n_threads=None):
+def binary_cross_entropy(
+    input, target, weight=None, reduction="mean", *, return_grad=False, grad_out=None, n_threads=None
+):
     r"""Binary cross-entropy on probabilities, as :func:`torch.nn.functional.binary_cross_entropy`.
 
     Parameters
@@ -324,6 +357,10 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean", *, return
         ``"mean"`` divides by the number of elements.
     return_grad : bool, default=False
         Also return the gradient with respect to `input`, from the same pass.
+    grad_out : ndarray, default=None
+        With `return_grad`, write the gradient into this C-contiguous array of
+        `input`'s shape and (float32 or float64) dtype instead of allocating
+        one, and return it; it must not overlap `input`.
     n_threads : int, default=None
         Threads to use (see :mod:`fastce.losses`).
 
@@ -364,11 +401,11 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean", *, return
     >>> binary_cross_entropy(p, y, reduction="none")
     array([  0.10536052,   0.22314355, 100.        ])
     """
-    return _bce(input, target, weight, None, reduction, return_grad, n_threads, logits=False)
+    return _bce(input, target, weight, None, reduction, return_grad, grad_out, n_threads, logits=False)
 
 
 def binary_cross_entropy_with_logits(
-    input, target, weight=None, reduction="mean", pos_weight=None, *, return_grad=False, n_threads=None
+    input, target, weight=None, reduction="mean", pos_weight=None, *, return_grad=False, grad_out=None, n_threads=None
 ):
     r"""Binary cross-entropy on logits, as :func:`torch.nn.functional.binary_cross_entropy_with_logits`.
 
@@ -387,6 +424,10 @@ def binary_cross_entropy_with_logits(
         (typically one per class, shape ``(C,)`` for input ``(N, C)``).
     return_grad : bool, default=False
         Also return the gradient with respect to `input`, from the same pass.
+    grad_out : ndarray, default=None
+        With `return_grad`, write the gradient into this C-contiguous array of
+        `input`'s shape and (float32 or float64) dtype instead of allocating
+        one, and return it; it must not overlap `input`.
     n_threads : int, default=None
         Threads to use (see :mod:`fastce.losses`).
 
@@ -426,4 +467,4 @@ def binary_cross_entropy_with_logits(
     >>> binary_cross_entropy_with_logits(z, y, reduction="none")
     array([4.85873516e-02, 8.00000000e+02, 6.93147181e-01])
     """
-    return _bce(input, target, weight, pos_weight, reduction, return_grad, n_threads, logits=True)
+    return _bce(input, target, weight, pos_weight, reduction, return_grad, grad_out, n_threads, logits=True)
