@@ -690,8 +690,9 @@ def _tile_in(x3, n, s, nb, T):
     """Copy ``nb`` rows starting at (n, s) into the (C, LANES) tile ``T``."""
     n_classes = x3.shape[1]
     if x3.shape[2] == 1:
+        x2 = x3.reshape((x3.shape[0], n_classes))
         for i in range(nb):
-            row = x3[n + i, :, 0]
+            row = x2[n + i]
             for k in range(n_classes):
                 T[k, i] = row[k]
     else:
@@ -707,8 +708,9 @@ def _tile_out(T, n, s, nb, g3):
     """Inverse of :func:`_tile_in`, into the gradient."""
     n_classes = g3.shape[1]
     if g3.shape[2] == 1:
+        g2 = g3.reshape((g3.shape[0], n_classes))
         for i in range(nb):
-            row = g3[n + i, :, 0]
+            row = g2[n + i]
             for k in range(n_classes):
                 row[k] = T[k, i]
     else:
@@ -771,16 +773,19 @@ def _ce_index_tile(T, nb, y, sw, sw_step, w, wsum, ignore_index, eps, scale, nee
                 SM[i] += wk * np.float64(M[i] - tk[i])
     _tile_exp(T, nb, M, S, Cnt)
     epsk = eps / n_classes
+    R = CS  # the lanes' sample weights, contiguous (CS is filled below, after its last read)
+    for i in range(nb):
+        R[i] = sw[i * sw_step]
     for i in range(nb):
         sp = S[i] + (Cnt[i] - 1.0)
         coef = (1.0 - eps) * WY[i]
         full = coef + epsk * wsum
-        r = sw[i * sw_step]
+        r = R[i]
         value = r * (coef * np.float64(M[i] - XY[i]) + epsk * SM[i] + full * flog1p(sp))
         valid = V[i] != 0.0
         loss[i] = value if valid else 0.0
         A[i] = scale * r * full / (1.0 + sp)
-        CS[i] = scale * r * epsk
+        CS[i] = scale * r * epsk  # overwrites R[i] = r, read above
         S[i] = sp
     if need_grad:
         for k in range(n_classes):
