@@ -33,6 +33,15 @@ def cache_enabled():
 _layer_lock = threading.Lock()
 _layer = None  # the name of the threading layer once launched
 _workqueue_lock = threading.Lock()
+# Set in a child process forked after the thread pool was started: GNU
+# OpenMP kills such a child on its first parallel region ("fork() called from
+# a process already using GNU OpenMP"), so the child runs the serial kernels.
+_forked_child = False
+
+
+def _after_fork_in_child():
+    global _forked_child
+    _forked_child = True
 
 
 def ensure_threading_layer():
@@ -62,6 +71,8 @@ def ensure_threading_layer():
             numba.config.THREADING_LAYER = "workqueue"
             parallel._launch_threads()
         _layer = numba.threading_layer()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
         return _layer
 
 
@@ -102,11 +113,12 @@ def parallel_guard(n_threads):
     """Decide whether this call may run the parallel kernel, and with how many threads.
 
     Yields ``True`` when the caller should run the parallel variant (with the
-    thread count set for the duration), ``False`` for the serial variant.
+    thread count set for the duration), ``False`` for the serial variant
+    (always in a process forked after the thread pool started).
     With the ``workqueue`` layer only one parallel region may run at a time in
     the process; a call that finds it busy runs serially instead of aborting.
     """
-    if n_threads <= 1:
+    if n_threads <= 1 or _forked_child:
         yield False
         return
     import numba

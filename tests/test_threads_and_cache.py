@@ -230,3 +230,26 @@ def test_import_is_lazy():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "False"
 
+
+
+FORK_SCRIPT = """
+import os, numpy as np, fastce
+x = np.random.default_rng(0).normal(size=(100_000, 5))
+t = np.random.default_rng(1).integers(0, 5, size=100_000)
+parent = fastce.cross_entropy(x, t, return_grad=True)  # starts the thread pool
+pid = os.fork()
+if pid == 0:
+    loss, grad = fastce.cross_entropy(x, t, return_grad=True)
+    os._exit(0 if loss == parent[0] and np.array_equal(grad, parent[1]) else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_after_parallel_use_runs_serially_in_the_child():
+    """GNU OpenMP kills a forked child on its first parallel region; fastce's
+    child must run the serial kernels and get the parent's result."""
+    proc = _run(FORK_SCRIPT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "0", proc.stderr[-2000:]
