@@ -2,9 +2,11 @@
 
 Primitives with :mod:`scipy.special` semantics (:func:`logsumexp`,
 :func:`softmax`, :func:`log_softmax`, :func:`sigmoid`, :func:`log_sigmoid`)
-and losses with :mod:`torch.nn.functional` semantics whose gradient comes
+losses with :mod:`torch.nn.functional` semantics whose gradient comes
 out of the same pass as the loss (:func:`cross_entropy`,
-:func:`binary_cross_entropy`, :func:`binary_cross_entropy_with_logits`).
+:func:`binary_cross_entropy`, :func:`binary_cross_entropy_with_logits`),
+Keras-style loss classes (:mod:`fastce.keras`) and a scikit-learn
+compatible :class:`LogisticRegression` fitted on the same kernels.
 
 Submodules are imported on first use, so ``import fastce`` does not import
 Numba or compile anything.
@@ -23,6 +25,7 @@ _LAZY = {
     "cross_entropy": "losses",
     "binary_cross_entropy": "losses",
     "binary_cross_entropy_with_logits": "losses",
+    "LogisticRegression": "linear_model",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -1,0 +1,664 @@
+"""Numba kernels of the linear models (:mod:`fastce._linear_loss`): what the
+loss kernels of :mod:`fastce._kernels` do not cover.
+
+* single pass over a dense, C-ordered ``X`` for the objective+gradient and
+  for the Hessian-vector product, multinomial and binomial: each row of ``X``
+  is read once per call, for its logits ``W x_i + b`` and, still in cache,
+  for its contribution to ``X^T G`` (two BLAS products with a handful of
+  columns read ``X`` from memory twice and run far below BLAS's peak);
+* for the BLAS/sparse path: the fused multinomial Hessian-vector product in
+  place on one ``(n_samples, n_classes)`` buffer, the binomial curvature and
+  Hessian product, the in-place softmax of the logits, float64 column sums;
+* integer labels to class indices without a sort.
+
+Conventions are those of :mod:`fastce._kernels`: no validation, no allocation
+of results, float64 arithmetic on scalars, per-block float64 partial sums with
+a block size that does not depend on the thread count (serial and parallel
+twins give bitwise identical results), ``*_par``/``*_ser`` twins dispatched by
+:func:`fastce._config.run_kernel`. Every helper a kernel calls lives in this
+file, because Numba's cache is keyed on the kernel's file.
+"""
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic, overload
+
+from . import _kernels
+from ._kernels import FASTMATH, _jit
+
+# Sums over a row may be re-associated so that LLVM vectorises them; only the
+# tiny dot-product helper gets this (LLVM keeps per-instruction flags when it
+# inlines it into kernels compiled with FASTMATH).
+_FASTMATH_REASSOC = FASTMATH | {"reassoc"}
+
+
+def _jit_reassoc():
+    """``_jit()`` plus re-association: for pure reductions only (the same
+    caching and fallback as :func:`fastce._kernels._jit`)."""
+    opts = dict(nogil=True, error_model="numpy", fastmath=set(_FASTMATH_REASSOC))
+
+    def decorate(fn):
+        if _kernels._cache:
+            try:
+                return numba.njit(cache=True, **opts)(fn)
+            except RuntimeError:
+                _kernels._cache = False
+        return numba.njit(**opts)(fn)
+
+    return decorate
+
+# ---------------------------------------------------------------------------
+# A vectorisable float64 exp: math.exp in a Numba loop is a scalar libm call.
+# The same Cody-Waite reduction and Taylor polynomial as fastce._kernels._exp64
+# (within 1-2 ulp over the whole range; tested against NumPy), copied here
+# because Numba's cache is keyed on this file.
+
+
+@intrinsic
+def _int64_bits_to_float64(typingctx, x):
+    """Reinterpret an int64 as the float64 with the same bits."""
+    if x != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+def vexp(x):
+    """exp(x) for a float64, vectorisable (Numba-compiled code only)."""
+    raise NotImplementedError("vexp is only callable from Numba-compiled code")
+
+
+def _exp64(x):
+    xc = min(max(x, -745.2), 709.8)
+    n = np.floor(xc * 1.4426950408889634 + 0.5)
+    r = xc - n * 0.6931471803691238
+    r = r - n * 1.9082149292705877e-10
+    p = 1.6059043836821613e-10
+    p = p * r + 2.08767569878681e-09
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    ni = np.int64(n)
+    half = ni >> 1  # 2**n as two factors: subnormal results work
+    res = p * _int64_bits_to_float64((half + 1023) << 52) * _int64_bits_to_float64((ni - half + 1023) << 52)
+    res = 0.0 if x < -745.2 else res
+    res = np.inf if x > 709.8 else res
+    return x if x != x else res
+
+
+# inlined at Numba IR level, so that loops calling it vectorise; it takes the
+# fast-math flags of its caller (none of which may have "reassoc")
+@overload(vexp, jit_options=dict(fastmath=set(FASTMATH), error_model="numpy"))
+def _vexp_overload(x):
+    if x == types.float64:
+        return _exp64
+    return None
+
+
+@_jit()
+def vexp_array(x, out):
+    """out = vexp(x) elementwise (for the tests)."""
+    for i in range(x.shape[0]):
+        out[i] = vexp(x[i])
+
+
+# ---------------------------------------------------------------------------
+# scalar helpers (copies of the branching forms in _kernels.py, kept here for
+# the cache; see the module docstring)
+
+
+@_jit()
+def _sigmoid_pair(z):
+    """(sigmoid(z), sigmoid(-z), log1p(exp(-|z|))) without overflow or cancellation.
+
+    Selects, not branches: the sign of z is unpredictable across rows.
+    """
+    e = math.exp(-abs(z))
+    inv = 1.0 / (1.0 + e)
+    pos = z >= 0.0
+    sig_pos = inv if pos else e * inv
+    sig_neg = e * inv if pos else inv
+    return sig_pos, sig_neg, math.log1p(e)
+
+
+@_jit()
+def _bce_logit(z, y, s):
+    """Loss and dLoss/dz of one row of the binomial model with weight ``s``:
+    s [y (sp + max(-z, 0)) + (1 - y) (sp + max(z, 0))], sp = log1p(exp(-|z|));
+    gradient s [(1 - y) sigmoid(z) - y sigmoid(-z)] (PyTorch's formula, the
+    same as fastce.binary_cross_entropy_with_logits), with selects only."""
+    sig_pos, sig_neg, sp = _sigmoid_pair(z)
+    z_pos = z if z > 0.0 else 0.0  # max(z, 0); max(-z, 0) = z_pos - z exactly
+    loss = s * (sp + (y * (z_pos - z) + (1.0 - y) * z_pos))
+    grad = s * ((1.0 - y) * sig_pos - y * sig_neg)
+    return loss, grad
+
+
+# ---------------------------------------------------------------------------
+# column sums of an (n, K) array in float64, per block of rows
+
+
+@_jit()
+def _col_sums_block(j, a, partial, block):
+    n, k_max = a.shape
+    out = partial[j]
+    for k in range(k_max):
+        out[k] = 0.0
+    for i in range(j * block, min(n, (j + 1) * block)):
+        row = a[i]
+        for k in range(k_max):
+            out[k] += row[k]
+
+
+@_jit(parallel=True)
+def col_sums_par(a, partial, block):
+    for j in prange(partial.shape[0]):
+        _col_sums_block(j, a, partial, block)
+
+
+@_jit()
+def col_sums_ser(a, partial, block):
+    for j in range(partial.shape[0]):
+        _col_sums_block(j, a, partial, block)
+
+
+# ---------------------------------------------------------------------------
+# multinomial Hessian-vector product
+#
+# For one sample with probabilities p, weight s, and t = x.V + v_b (the
+# direction V applied to the sample), the Hessian of s * CE(softmax) applied
+# to V gives the row r = s p * (t - <p, t>) (then X.T @ r, sum_i r for the
+# intercept). T holds t on entry and r on exit.
+
+
+@_jit()
+def _mn_hessp_block(j, proba, t, vb, sw, sw_step, scale, partial, block):
+    n, n_classes = proba.shape
+    acc = partial[j]
+    for k in range(n_classes):
+        acc[k] = 0.0
+    for i in range(j * block, min(n, (j + 1) * block)):
+        p = proba[i]
+        ti = t[i]
+        dot = 0.0
+        for k in range(n_classes):
+            dot += p[k] * (ti[k] + vb[k])
+        s = scale * sw[i * sw_step]
+        for k in range(n_classes):
+            r = s * p[k] * ((ti[k] + vb[k]) - dot)
+            ti[k] = r
+            acc[k] += r
+
+
+@_jit(parallel=True)
+def mn_hessp_par(proba, t, vb, sw, sw_step, scale, partial, block):
+    for j in prange(partial.shape[0]):
+        _mn_hessp_block(j, proba, t, vb, sw, sw_step, scale, partial, block)
+
+
+@_jit()
+def mn_hessp_ser(proba, t, vb, sw, sw_step, scale, partial, block):
+    for j in range(partial.shape[0]):
+        _mn_hessp_block(j, proba, t, vb, sw, sw_step, scale, partial, block)
+
+
+# ---------------------------------------------------------------------------
+# binomial curvature h_i = scale s_i sigmoid(z_i) sigmoid(-z_i), and the
+# Hessian product r_i = h_i (t_i + v_b), in place, with sum_i r_i
+
+
+@_jit()
+def _bin_curvature_block(j, z, sw, sw_step, scale, h, block):
+    for i in range(j * block, min(z.shape[0], (j + 1) * block)):
+        sig_pos, sig_neg, _ = _sigmoid_pair(z[i])
+        h[i] = scale * sw[i * sw_step] * sig_pos * sig_neg
+
+
+@_jit(parallel=True)
+def bin_curvature_par(z, sw, sw_step, scale, h, partial, block):
+    for j in prange(partial.shape[0]):
+        _bin_curvature_block(j, z, sw, sw_step, scale, h, block)
+
+
+@_jit()
+def bin_curvature_ser(z, sw, sw_step, scale, h, partial, block):
+    for j in range(partial.shape[0]):
+        _bin_curvature_block(j, z, sw, sw_step, scale, h, block)
+
+
+@_jit()
+def _bin_hessp_block(j, h, t, vb, partial, block):
+    acc = 0.0
+    for i in range(j * block, min(t.shape[0], (j + 1) * block)):
+        r = h[i] * (t[i] + vb)
+        t[i] = r
+        acc += r
+    partial[j] = acc
+
+
+@_jit(parallel=True)
+def bin_hessp_par(h, t, vb, partial, block):
+    for j in prange(partial.shape[0]):
+        _bin_hessp_block(j, h, t, vb, partial, block)
+
+
+@_jit()
+def bin_hessp_ser(h, t, vb, partial, block):
+    for j in range(partial.shape[0]):
+        _bin_hessp_block(j, h, t, vb, partial, block)
+
+
+# ---------------------------------------------------------------------------
+# softmax of each row of an (n, K) array, in place (the multinomial model's
+# probabilities, kept for the Hessian products of one Newton iteration)
+
+
+@_jit()
+def _softmax_rows_block(j, z, block):
+    n, n_classes = z.shape
+    for i in range(j * block, min(n, (j + 1) * block)):
+        row = z[i]
+        m = -np.inf
+        for k in range(n_classes):
+            v = row[k]
+            if v > m:
+                m = v
+        s = 0.0
+        for k in range(n_classes):
+            e = math.exp(row[k] - m)
+            row[k] = e
+            s += e
+        inv = 1.0 / s
+        for k in range(n_classes):
+            row[k] = row[k] * inv
+
+
+@_jit(parallel=True)
+def softmax_rows_par(z, partial, block):
+    for j in prange(partial.shape[0]):
+        _softmax_rows_block(j, z, block)
+
+
+@_jit()
+def softmax_rows_ser(z, partial, block):
+    for j in range(partial.shape[0]):
+        _softmax_rows_block(j, z, block)
+
+
+# ---------------------------------------------------------------------------
+# Single pass over a dense, C-ordered X (n, d): each row is read once for the
+# logits (W x + b) and, still in cache, for its contribution g x^T to the
+# gradient, accumulated into per-block float64 partials ``gp``. Rows go in
+# groups of four so that each coefficient loaded serves four rows and each
+# accumulator loaded and stored takes four rows' terms; the last group of a
+# block is padded with its last row, masked out. Coefficients arrive float64
+# as w2 = [W | b] of shape (K, d + fit_intercept) (multinomial) or [w, b] of
+# shape (d + fit_intercept,) (binomial).
+
+_GROUP = 4
+
+
+@_jit()
+def _block_rows(j, n, n_blocks):
+    """Rows [lo, hi) of block j when n rows are cut into n_blocks near-equal blocks."""
+    return (j * n) // n_blocks, ((j + 1) * n) // n_blocks
+
+
+@_jit_reassoc()
+def _dot4(X, i0, i1, i2, i3, w2, k, d):
+    """(X[i] . w2[k, :d] for i in i0..i3) in float64, vectorised. Indices, not
+    row views: a view costs an atomic reference count update in the loop."""
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    for j in range(d):
+        wj = w2[k, j]
+        s0 += X[i0, j] * wj
+        s1 += X[i1, j] * wj
+        s2 += X[i2, j] * wj
+        s3 += X[i3, j] * wj
+    return s0, s1, s2, s3
+
+
+@_jit()
+def _axpy4(a0, a1, a2, a3, X, i0, i1, i2, i3, out, k, d):
+    """out[k, :d] += a0 X[i0] + a1 X[i1] + a2 X[i2] + a3 X[i3] (float64 accumulators)."""
+    for j in range(d):
+        out[k, j] += (a0 * X[i0, j] + a1 * X[i1, j]) + (a2 * X[i2, j] + a3 * X[i3, j])
+
+
+@_jit()
+def _zero(a):
+    flat = a.reshape(-1)
+    for c in range(flat.shape[0]):
+        flat[c] = 0.0
+
+
+@_jit()
+def _mn_row_proba(z, r, p):
+    """softmax(z[r]) into p[r]; returns (max, arg max, sum of the other exp(z_k - max)).
+
+    As in fastce.cross_entropy, the maximal term is kept out of the sum so
+    that the loss can use log1p and p_y - 1 can be formed without cancellation.
+    """
+    n_classes = z.shape[1]
+    m = -np.inf
+    km = 0
+    for k in range(n_classes):
+        if z[r, k] > m:
+            m = z[r, k]
+            km = k
+    for k in range(n_classes):
+        p[r, k] = vexp(z[r, k] - m)
+    acc = 0.0
+    for k in range(n_classes):
+        acc += 0.0 if k == km else p[r, k]
+    inv = 1.0 / (1.0 + acc)
+    for k in range(n_classes):
+        p[r, k] = p[r, k] * inv
+    return m, km, acc
+
+
+@_jit()
+def _mn_logits4(X, i0, i1, i2, i3, w2, d, fit_intercept, z):
+    """z[r, k] = w_k . x_r + b_k for the four rows."""
+    for k in range(w2.shape[0]):
+        b = w2[k, d] if fit_intercept else 0.0
+        z0, z1, z2, z3 = _dot4(X, i0, i1, i2, i3, w2, k, d)
+        z[0, k] = z0 + b
+        z[1, k] = z1 + b
+        z[2, k] = z2 + b
+        z[3, k] = z3 + b
+
+
+@_jit()
+def _mn_accumulate4(X, i0, i1, i2, i3, g, d, fit_intercept, gj):
+    """gj[k, :d] += sum_r g[r, k] x_r (and the intercept column), for all
+    classes but the last: each row of g sums to zero, so the last class's row
+    is minus the sum of the others (see _mn_last_class)."""
+    for k in range(gj.shape[0] - 1):
+        a0 = g[0, k]
+        a1 = g[1, k]
+        a2 = g[2, k]
+        a3 = g[3, k]
+        _axpy4(a0, a1, a2, a3, X, i0, i1, i2, i3, gj, k, d)
+        if fit_intercept:
+            gj[k, d] += (a0 + a1) + (a2 + a3)
+
+
+@_jit()
+def _mn_last_class(gj):
+    """gj[K-1] = -sum_{k<K-1} gj[k]: the per-row gradients (and Hessian
+    products) of the softmax sum to zero over the classes."""
+    last = gj.shape[0] - 1
+    for c in range(gj.shape[1]):
+        t = 0.0
+        for k in range(last):
+            t += gj[k, c]
+        gj[last, c] = -t
+
+
+@_jit()
+def _mn_dense_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, n_blocks):
+    n, d = X.shape
+    n_classes = w2.shape[0]
+    lo, hi = _block_rows(j, n, n_blocks)
+    gj = gp[j]
+    _zero(gj)
+    z = zb[j, 0]
+    g = zb[j, 1]
+    loss = 0.0
+    for i0 in range(lo, hi, _GROUP):
+        last = min(i0 + _GROUP, hi) - 1
+        _mn_logits4(X, i0, min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last), w2, d, fit_intercept, z)
+        for r in range(_GROUP):
+            i = i0 + r
+            if i > last:
+                for k in range(n_classes):
+                    g[r, k] = 0.0
+                continue
+            s = sw[i * sw_step]
+            yi = y[i]
+            m, km, acc = _mn_row_proba(z, r, g)
+            loss += s * ((m - z[r, yi]) + math.log1p(acc))
+            if store:
+                for k in range(n_classes):
+                    proba[i, k] = g[r, k]
+            for k in range(n_classes):
+                g[r, k] = s * g[r, k]
+            if yi == km:
+                g[r, yi] = -s * acc / (1.0 + acc)  # p_y - 1 without cancellation
+            else:
+                g[r, yi] -= s
+        _mn_accumulate4(X, i0, min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last), g, d, fit_intercept, gj)
+    _mn_last_class(gj)
+    return loss
+
+
+@_jit(parallel=True)
+def mn_dense_loss_grad_par(X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, lp, zb):
+    for j in prange(lp.shape[0]):
+        lp[j] = _mn_dense_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, lp.shape[0])
+
+
+@_jit()
+def mn_dense_loss_grad_ser(X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, lp, zb):
+    for j in range(lp.shape[0]):
+        lp[j] = _mn_dense_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, lp.shape[0])
+
+
+@_jit()
+def _mn_dense_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, n_blocks):
+    """Rows r_i = s_i p_i * (t_i - <p_i, t_i>), t_i = V x_i + v_b, accumulated as X^T R."""
+    n, d = X.shape
+    n_classes = v2.shape[0]
+    lo, hi = _block_rows(j, n, n_blocks)
+    gj = gp[j]
+    _zero(gj)
+    t = zb[j, 0]
+    for i0 in range(lo, hi, _GROUP):
+        last = min(i0 + _GROUP, hi) - 1
+        _mn_logits4(X, i0, min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last), v2, d, fit_intercept, t)
+        for r in range(_GROUP):
+            i = i0 + r
+            if i > last:
+                for k in range(n_classes):
+                    t[r, k] = 0.0
+                continue
+            dot = 0.0
+            for k in range(n_classes):
+                dot += proba[i, k] * t[r, k]
+            s = sw[i * sw_step]
+            for k in range(n_classes):
+                t[r, k] = s * proba[i, k] * (t[r, k] - dot)
+        _mn_accumulate4(X, i0, min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last), t, d, fit_intercept, gj)
+    _mn_last_class(gj)
+
+
+@_jit(parallel=True)
+def mn_dense_hessp_par(X, v2, proba, sw, sw_step, fit_intercept, gp, zb):
+    for j in prange(gp.shape[0]):
+        _mn_dense_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, gp.shape[0])
+
+
+@_jit()
+def mn_dense_hessp_ser(X, v2, proba, sw, sw_step, fit_intercept, gp, zb):
+    for j in range(gp.shape[0]):
+        _mn_dense_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, gp.shape[0])
+
+
+@_jit()
+def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, zb, n_blocks):
+    n, d = X.shape
+    lo, hi = _block_rows(j, n, n_blocks)
+    gj = gp[j : j + 1]  # (1, d + 1): the helpers index [k, c]
+    _zero(gj)
+    w1 = w.reshape(1, -1)
+    b = w[d] if fit_intercept else 0.0
+    a = zb[j]
+    loss = 0.0
+    gb = 0.0
+    for i0 in range(lo, hi, _GROUP):
+        last = min(i0 + _GROUP, hi) - 1
+        i1, i2, i3 = min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last)
+        z0, z1, z2, z3 = _dot4(X, i0, i1, i2, i3, w1, 0, d)
+        a[0] = z0 + b
+        a[1] = z1 + b
+        a[2] = z2 + b
+        a[3] = z3 + b
+        for r in range(_GROUP):
+            i = i0 + r
+            if i > last:
+                a[r] = 0.0
+                continue
+            s = sw[i * sw_step]
+            z = a[r]
+            li, gi = _bce_logit(z, y[i], s)
+            loss += li
+            gb += gi
+            if store:
+                sig_pos, sig_neg, _ = _sigmoid_pair(z)
+                curv[i] = s * sig_pos * sig_neg
+            a[r] = gi
+        _axpy4(a[0], a[1], a[2], a[3], X, i0, i1, i2, i3, gj, 0, d)
+    if fit_intercept:
+        gj[0, d] = gb
+    return loss
+
+
+@_jit(parallel=True)
+def bin_dense_loss_grad_par(X, w, y, sw, sw_step, fit_intercept, store, curv, gp, lp, zb):
+    for j in prange(lp.shape[0]):
+        lp[j] = _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, zb, lp.shape[0])
+
+
+@_jit()
+def bin_dense_loss_grad_ser(X, w, y, sw, sw_step, fit_intercept, store, curv, gp, lp, zb):
+    for j in range(lp.shape[0]):
+        lp[j] = _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, zb, lp.shape[0])
+
+
+@_jit()
+def _bin_dense_hessp_block(j, X, v, curv, fit_intercept, gp, zb, n_blocks):
+    n, d = X.shape
+    lo, hi = _block_rows(j, n, n_blocks)
+    gj = gp[j : j + 1]
+    _zero(gj)
+    v1 = v.reshape(1, -1)
+    vb = v[d] if fit_intercept else 0.0
+    a = zb[j]
+    gb = 0.0
+    for i0 in range(lo, hi, _GROUP):
+        last = min(i0 + _GROUP, hi) - 1
+        i1, i2, i3 = min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last)
+        t0, t1, t2, t3 = _dot4(X, i0, i1, i2, i3, v1, 0, d)
+        a[0] = t0
+        a[1] = t1
+        a[2] = t2
+        a[3] = t3
+        for r in range(_GROUP):
+            i = i0 + r
+            if i > last:
+                a[r] = 0.0
+            else:
+                a[r] = curv[i] * (a[r] + vb)
+                gb += a[r]
+        _axpy4(a[0], a[1], a[2], a[3], X, i0, i1, i2, i3, gj, 0, d)
+    if fit_intercept:
+        gj[0, d] = gb
+
+
+@_jit(parallel=True)
+def bin_dense_hessp_par(X, v, curv, fit_intercept, gp, zb):
+    for j in prange(gp.shape[0]):
+        _bin_dense_hessp_block(j, X, v, curv, fit_intercept, gp, zb, gp.shape[0])
+
+
+@_jit()
+def bin_dense_hessp_ser(X, v, curv, fit_intercept, gp, zb):
+    for j in range(gp.shape[0]):
+        _bin_dense_hessp_block(j, X, v, curv, fit_intercept, gp, zb, gp.shape[0])
+
+
+# ---------------------------------------------------------------------------
+# integer class labels -> indices into the sorted distinct labels, in three
+# parallel passes over y (range, presence, lookup) instead of a sort
+
+
+@_jit()
+def _label_range_block(j, y, out, block):
+    lo = np.int64(y[j * block])
+    hi = lo
+    for i in range(j * block, min(y.shape[0], (j + 1) * block)):
+        v = np.int64(y[i])
+        if v < lo:
+            lo = v
+        if v > hi:
+            hi = v
+    out[j, 0] = lo
+    out[j, 1] = hi
+
+
+@_jit(parallel=True)
+def label_range_par(y, out, block):
+    for j in prange(out.shape[0]):
+        _label_range_block(j, y, out, block)
+
+
+@_jit()
+def label_range_ser(y, out, block):
+    for j in range(out.shape[0]):
+        _label_range_block(j, y, out, block)
+
+
+@_jit()
+def _label_mark_block(j, y, lo, seen, block):
+    for i in range(j * block, min(y.shape[0], (j + 1) * block)):
+        seen[np.int64(y[i]) - lo] = 1  # every writer writes 1: order does not matter
+
+
+@_jit(parallel=True)
+def label_mark_par(y, lo, seen, partial, block):
+    for j in prange(partial.shape[0]):
+        _label_mark_block(j, y, lo, seen, block)
+
+
+@_jit()
+def label_mark_ser(y, lo, seen, partial, block):
+    for j in range(partial.shape[0]):
+        _label_mark_block(j, y, lo, seen, block)
+
+
+@_jit()
+def _label_encode_block(j, y, lo, table, out, block):
+    for i in range(j * block, min(y.shape[0], (j + 1) * block)):
+        out[i] = table[np.int64(y[i]) - lo]
+
+
+@_jit(parallel=True)
+def label_encode_par(y, lo, table, out, partial, block):
+    for j in prange(partial.shape[0]):
+        _label_encode_block(j, y, lo, table, out, block)
+
+
+@_jit()
+def label_encode_ser(y, lo, table, out, partial, block):
+    for j in range(partial.shape[0]):
+        _label_encode_block(j, y, lo, table, out, block)

@@ -1,0 +1,593 @@
+"""Logistic regression with scikit-learn's API on fastce's fused kernels."""
+
+import contextlib
+import math
+import numbers
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import optimize
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model._base import LinearClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, assert_all_finite, check_is_fitted, validate_data
+
+from ._config import resolve_n_threads, run_kernel
+from ._linear_loss import LinearLoss
+
+__all__ = ["LogisticRegression"]
+
+_CONVERGENCE_ADVICE = (
+    "Scaling the features may help, see:\n    https://scikit-learn.org/stable/modules/preprocessing.html"
+)
+
+
+class LogisticRegression(LinearClassifierMixin, BaseEstimator):
+    r"""Logistic regression (binomial or multinomial) on fastce's fused kernels.
+
+    A drop-in for :class:`sklearn.linear_model.LogisticRegression` with the
+    solvers ``"lbfgs"`` and ``"newton-cg"``: same parameters and defaults,
+    same objective (for the same ``C``, class and sample weights the
+    minimiser is the same), same attributes. The objective, its gradient and
+    its Hessian-vector products are computed by parallel Numba kernels that
+    fuse the loss with its gradient, and ``n_jobs`` sets the threads they use.
+
+    Parameters
+    ----------
+    penalty : {"l2", None}, default="l2"
+        ``"l2"``: add :math:`\frac{1}{2C}\lVert W\rVert^2` (scaled as below);
+        ``None``: no penalty, `C` is ignored.
+    C : float, default=1.0
+        Inverse of the regularisation strength, positive (``np.inf`` means no
+        penalty).
+    fit_intercept : bool, default=True
+        Whether to fit an intercept (never penalised).
+    solver : {"lbfgs", "newton-cg"}, default="lbfgs"
+        ``"lbfgs"``: SciPy's L-BFGS-B with scikit-learn's options.
+        ``"newton-cg"``: truncated Newton, conjugate gradients on the exact
+        Hessian-vector product (a fused kernel, one ``X @ V`` and one
+        ``X.T @ R`` per product) and a backtracking line search.
+    tol : float, default=1e-4
+        Stop when the largest absolute component of the gradient is at most
+        `tol` (for ``"lbfgs"`` also when the objective stops decreasing
+        relatively by more than ``64 * eps``, as scikit-learn).
+    max_iter : int, default=100
+        Maximum number of solver iterations.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, multiplied into the sample weights;
+        ``"balanced"`` uses ``n_samples / (n_classes * weighted class counts)``.
+    warm_start : bool, default=False
+        Start from the previous solution (``coef_``, ``intercept_``).
+    n_jobs : int, default=None
+        Threads of the kernels and of BLAS during :meth:`fit`: ``None`` keeps
+        the current settings (all cores), ``-1`` all cores, ``k`` at most `k`.
+        The fitted model does not depend on it beyond rounding of the BLAS
+        products.
+    verbose : int, default=0
+        Print the objective and the gradient's norm at every iteration.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted.
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        Coefficients; one row for two classes (of ``classes_[1]``). Same
+        dtype as the training data (float32 stays float32).
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+        Intercepts (zeros when ``fit_intercept=False``).
+    n_iter_ : ndarray of shape (1,)
+        Number of solver iterations.
+    n_features_in_ : int
+        Number of features seen during :meth:`fit`.
+    feature_names_in_ : ndarray of shape (``n_features_in_``,)
+        Names of the features, when `X` has string column names (pandas).
+
+    See Also
+    --------
+    sklearn.linear_model.LogisticRegression : The reference estimator.
+    fastce.cross_entropy : The fused loss kernel of the multinomial model.
+
+    Notes
+    -----
+    With sample weights :math:`s_i` (times the weight of the sample's class),
+    :math:`S = \sum_i s_i` and :math:`\ell` the cross-entropy of the softmax
+    (three or more classes) or the binary cross-entropy on the logit (two
+    classes), the minimised objective is scikit-learn's:
+
+    .. math::
+        \frac{1}{S} \sum_i s_i\, \ell(y_i, x_i W + b)
+        + \frac{1}{2\, C\, S} \lVert W \rVert_F^2 .
+
+    For three or more classes the model has one coefficient vector per class
+    (over-parameterised; the penalty makes the minimiser unique), as
+    scikit-learn >= 1.5.
+
+    Differences from scikit-learn: only the ``"lbfgs"`` and ``"newton-cg"``
+    solvers and the ``"l2"``/``None`` penalties; negative sample weights are
+    rejected (scikit-learn's ``ValueError`` for them) because they can make
+    the objective unbounded; ``n_jobs`` is honoured.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from fastce import LogisticRegression
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = LogisticRegression(max_iter=1000).fit(X, y)
+    >>> clf.predict(X[:2])
+    array([0, 0])
+    >>> clf.predict_proba(X[:2]).round(3)
+    array([[0.982, 0.018, 0.   ],
+           [0.971, 0.029, 0.   ]])
+    >>> round(clf.score(X, y), 3)
+    0.973
+
+    The same model as scikit-learn's (at a tight tolerance, up to rounding):
+
+    >>> from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+    >>> sk = SkLogisticRegression(tol=1e-10, max_iter=10_000).fit(X, y)
+    >>> ours = LogisticRegression(tol=1e-10, max_iter=10_000).fit(X, y)
+    >>> bool(abs(ours.coef_ - sk.coef_).max() < 1e-4 * abs(sk.coef_).max())
+    True
+    """
+
+    _parameter_constraints: dict = {
+        "penalty": [StrOptions({"l2"}), None],
+        "C": [Interval(numbers.Real, 0, None, closed="right")],
+        "fit_intercept": ["boolean"],
+        "solver": [StrOptions({"lbfgs", "newton-cg"})],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "warm_start": ["boolean"],
+        "n_jobs": [None, numbers.Integral],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        penalty="l2",
+        *,
+        C=1.0,
+        fit_intercept=True,
+        solver="lbfgs",
+        tol=1e-4,
+        max_iter=100,
+        class_weight=None,
+        warm_start=False,
+        n_jobs=None,
+        verbose=0,
+    ):
+        self.penalty = penalty
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.tol = tol
+        self.max_iter = max_iter
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data; float32 is kept, other dtypes become float64;
+            sparse CSR and CSC are used as they are.
+        y : array-like of shape (n_samples,)
+            Class labels (any type).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample.
+
+        Returns
+        -------
+        self : LogisticRegression
+            The fitted estimator.
+        """
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs == 0 has no meaning; use None, a positive int or -1 for all cores")
+        if self.penalty is None:
+            if self.C != 1.0:
+                warnings.warn("Setting penalty=None will ignore the C parameter", UserWarning)
+            C = math.inf
+        else:
+            C = float(self.C)
+        # X is checked for NaN and inf by the first evaluation of the objective
+        # (see _first_evaluation): that saves a pass over X.
+        X, y = validate_data(
+            self, X, y, accept_sparse=["csr", "csc"], dtype=[np.float64, np.float32], order="C",
+            accept_large_sparse=True, ensure_all_finite=False,
+        )  # fmt: skip
+        self.classes_, y_enc = _encode_labels(y, self.n_jobs)
+        n_classes = len(self.classes_)
+        if n_classes < 2:
+            raise ValueError(
+                "This solver needs samples of at least 2 classes in the data, but the data contains only one "
+                f"class: {self.classes_[0]!r}"
+            )
+
+        if sample_weight is not None or self.class_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=X.dtype, copy=True, ensure_non_negative=True
+            )
+            if self.class_weight is not None:
+                cw = compute_class_weight(
+                    self.class_weight, classes=self.classes_, y=y, sample_weight=sample_weight
+                )
+                sample_weight *= cw.astype(X.dtype)[y_enc]
+            if not np.any(sample_weight > 0):
+                raise ValueError("Sample weights must contain at least one non-zero number.")
+        sw_sum = float(X.shape[0] if sample_weight is None else np.sum(sample_weight))
+        l2 = 0.0 if math.isinf(C) else 1.0 / (C * sw_sum)
+
+        dtype = X.dtype
+        if sp.issparse(X):
+            # SciPy's sparse products accumulate in the matrix's dtype: float32
+            # data is upcast once (the data array only) so that the gradient
+            # is accurate; coef_ comes back in float32 all the same.
+            X = X.astype(np.float64) if dtype == np.float32 else X
+        elif not X.flags.c_contiguous:
+            X = np.ascontiguousarray(X)
+
+        loss = LinearLoss(
+            X, y_enc, sample_weight, n_classes=n_classes, fit_intercept=self.fit_intercept,
+            l2_reg_strength=l2, n_threads=self.n_jobs,
+        )  # fmt: skip
+        w0 = loss.zeros()
+        if self.warm_start and hasattr(self, "coef_"):
+            w0 = self._warm_start_coef(loss)
+
+        # BLAS does the products only on the dense path without the single-pass
+        # kernels; elsewhere it sees vectors of n_dof elements, where its idle
+        # threads only compete with the kernels' threads.
+        if loss.single_pass or loss.sparse:
+            blas_threads = 1
+        else:
+            blas_threads = None if self.n_jobs is None else resolve_n_threads(self.n_jobs)
+        with _blas_limit(blas_threads):
+            if self.solver == "newton-cg":
+                loss.keep_hessian = True
+            f0, g0 = self._first_evaluation(loss, X, w0)
+            if self.solver == "lbfgs":
+                w, n_iter = _lbfgs(loss, w0, f0, g0, self.max_iter, self.tol, self.verbose)
+            else:
+                w, n_iter = _newton_cg(loss, w0, f0, g0, self.max_iter, self.tol, self.verbose)
+
+        self.coef_, self.intercept_ = loss.coef_intercept(w, dtype=dtype)
+        self.n_iter_ = np.array([n_iter], dtype=np.int32)
+        return self
+
+    def _first_evaluation(self, loss, X, w0):
+        """Objective and gradient at the starting point, and the check of X for NaN and inf.
+
+        Any NaN or infinite element of X makes the gradient non-finite (its
+        product with the row's gradient, zero or not, is NaN or infinite), so
+        only then is X scanned, for scikit-learn's error message.
+        """
+        f0, g0 = loss.loss_gradient(w0)
+        if not (np.isfinite(f0) and np.all(np.isfinite(g0))):
+            assert_all_finite(X, input_name="X", estimator_name=type(self).__name__)
+        return f0, g0
+
+    def _warm_start_coef(self, loss):
+        coef = np.asarray(self.coef_)
+        expected = (loss.n_classes if loss.multinomial else 1, loss.n_features)
+        if coef.shape != expected:
+            raise ValueError(
+                f"Initialization coef is of shape {coef.shape}, expected shape {expected} (warm_start=True "
+                "with data of another shape or number of classes)"
+            )
+        return loss.flat(coef, self.intercept_)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of :meth:`predict` on ``(X, y)``, as scikit-learn's classifiers.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+        y : array-like of shape (n_samples,)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples.
+
+        Returns
+        -------
+        score : float
+            Fraction of correctly classified samples (weighted).
+        """
+        return super().score(X, y, sample_weight=sample_weight)
+
+    def predict_proba(self, X):
+        """Probability of each class.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of ``classes_``: ``[sigmoid(-z),
+            sigmoid(z)]`` of the decision function for two classes, its
+            softmax otherwise.
+        """
+        from .special import sigmoid, softmax
+
+        check_is_fitted(self)
+        z = self.decision_function(X)
+        if z.ndim == 1:
+            return np.stack([sigmoid(-z), sigmoid(z)], axis=1)
+        return softmax(z, axis=1)
+
+    def predict_log_proba(self, X):
+        """Logarithm of the probability of each class, without rounding through ``log(proba)``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            ``[log_sigmoid(-z), log_sigmoid(z)]`` for two classes, the
+            ``log_softmax`` of the decision function otherwise.
+        """
+        from .special import log_sigmoid, log_softmax
+
+        check_is_fitted(self)
+        z = self.decision_function(X)
+        if z.ndim == 1:
+            return np.stack([log_sigmoid(-z), log_sigmoid(z)], axis=1)
+        return log_softmax(z, axis=1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+_LABEL_BLOCK = 1 << 16
+# integer dtypes whose values fit in int64 (the kernels' arithmetic)
+_FAST_LABEL_DTYPES = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32))
+
+
+def _encode_labels(y, n_threads=None):
+    """``classes_`` (sorted) and the index of each label in it, as intp.
+
+    Integer labels of a compact range (the usual case) are encoded by three
+    parallel passes (range, presence, table lookup) instead of a sort;
+    anything else goes through scikit-learn's target check and ``np.unique``.
+    A 1-D integer array is always a valid classification target.
+    """
+    if y.dtype in _FAST_LABEL_DTYPES and y.size and y.dtype.isnative:
+        from . import _linear_kernels as LK
+
+        y = np.ascontiguousarray(y)
+        n_blocks = -(-y.size // _LABEL_BLOCK)
+        ranges = np.empty((n_blocks, 2), dtype=np.int64)
+        run_kernel(LK.label_range_par, LK.label_range_ser, n_threads, y.size, y, ranges, _LABEL_BLOCK)
+        lo, hi = int(ranges[:, 0].min()), int(ranges[:, 1].max())
+        span = hi - lo + 1
+        if span <= max(1 << 16, 2 * y.size):
+            partial = np.empty(n_blocks)
+            seen = np.zeros(span, dtype=np.uint8)
+            run_kernel(LK.label_mark_par, LK.label_mark_ser, n_threads, y.size, y, lo, seen, partial, _LABEL_BLOCK)
+            present = np.flatnonzero(seen)
+            table = np.zeros(span, dtype=np.intp)
+            table[present] = np.arange(present.size)
+            y_enc = np.empty(y.size, dtype=np.intp)
+            run_kernel(
+                LK.label_encode_par, LK.label_encode_ser, n_threads, y.size, y, lo, table, y_enc, partial, _LABEL_BLOCK
+            )
+            return (present + lo).astype(y.dtype), y_enc
+    check_classification_targets(y)
+    classes, y_enc = np.unique(y, return_inverse=True)
+    return classes, y_enc.reshape(-1).astype(np.intp, copy=False)
+
+
+_CONTROLLER = None
+
+
+def _blas_limit(n_threads):
+    """Limit BLAS to ``n_threads`` threads (no-op for ``None``)."""
+    global _CONTROLLER
+    if n_threads is None:
+        return contextlib.nullcontext()
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()  # finding the libraries costs a few ms: once
+    return _CONTROLLER.limit(limits=n_threads, user_api="blas")
+
+
+# ---------------------------------------------------------------------------
+# solvers
+
+
+def _lbfgs(loss, w0, f0, g0, max_iter, tol, verbose):
+    """SciPy's L-BFGS-B with the options of scikit-learn's ``lbfgs`` solver.
+
+    ``f0, g0``: objective and gradient at ``w0``, already computed.
+    """
+    first = [np.array(w0, dtype=np.float64), f0, g0]
+
+    def fun(w):
+        if first and np.array_equal(w, first[0]):
+            _, f, g = first
+            first.clear()
+            return f, g.copy()
+        first.clear()
+        return loss.loss_gradient(w)
+
+    callback = None
+    if verbose:
+        t0 = time.perf_counter()
+        state = {"it": 0}
+
+        def callback(intermediate_result):
+            state["it"] += 1
+            g = intermediate_result.jac if hasattr(intermediate_result, "jac") else None
+            gmax = float(np.max(np.abs(g))) if g is not None else float("nan")
+            print(
+                f"lbfgs iter {state['it']:4d}  objective {intermediate_result.fun:.10g}  max|grad| {gmax:.3e}  "
+                f"evaluations {loss.n_evaluations}  {time.perf_counter() - t0:.2f} s"
+            )
+
+    result = optimize.minimize(
+        fun,
+        w0,
+        method="L-BFGS-B",
+        jac=True,
+        callback=callback,
+        options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
+    )
+    n_iter = min(result.nit, max_iter)
+    if result.status != 0:
+        message = f"lbfgs failed to converge after {n_iter} iteration(s) (status={result.status}):\n{result.message}\n"
+        if n_iter == max_iter:
+            message += f"\nIncrease the number of iterations to improve the convergence (max_iter={max_iter})."
+        warnings.warn(message + "\n" + _CONVERGENCE_ADVICE, ConvergenceWarning, stacklevel=3)
+    return result.x, n_iter
+
+
+def _cg(hessp, grad, maxiter, tol):
+    """Approximately solve ``H x = -grad`` by conjugate gradients (scikit-learn's ``_cg``).
+
+    Stops when the residual's L1 norm is at most `tol`, after `maxiter`
+    products, or on (near-)zero or negative curvature.
+    """
+    eps = 16 * np.finfo(np.float64).eps
+    x = np.zeros_like(grad)
+    r = grad.copy()
+    p = -r
+    rr = r @ r
+    p_norm2 = rr
+    for i in range(maxiter + 1):
+        if np.sum(np.abs(r)) <= tol:
+            break
+        hp = hessp(p)
+        curv = p @ hp
+        if 0 <= curv <= eps * p_norm2:
+            break
+        if curv < 0:
+            if i == 0:
+                x += rr / curv * p
+            break
+        alpha = rr / curv
+        x += alpha * p
+        r += alpha * hp
+        rr_new = r @ r
+        beta = rr_new / rr
+        p = -r + beta * p
+        p_norm2 = rr_new + beta**2 * p_norm2
+        rr = rr_new
+    return x
+
+
+def _line_search(loss, w, f, g, p, max_steps=40, c1=1e-4):
+    """Backtracking (Armijo) line search from ``w`` along ``p``.
+
+    Each trial is one fused objective+gradient evaluation, so an accepted step
+    costs nothing more. Like scikit-learn's, it also accepts the full step
+    when the objective changes by less than its rounding error while the L1
+    norm of the gradient decreases (the end game of a tight ``tol``).
+
+    Returns ``(status, w, f, g)`` with status 1 (sufficient decrease), 2 (a
+    step within rounding of the objective) or 0 (failure: ``w`` unchanged);
+    ``loss`` has then last been evaluated at the returned ``w``.
+    """
+    slope = float(g @ p)
+    if not slope < 0:
+        p = -g
+        slope = -float(g @ g)
+    tiny = 16 * np.finfo(np.float64).eps * abs(f)
+    g1_norm = np.sum(np.abs(g))
+    alpha = 1.0
+    for _ in range(max_steps):
+        w_new = w + alpha * p
+        f_new, g_new = loss.loss_gradient(w_new)
+        if f_new <= f + c1 * alpha * slope:
+            return 1, w_new, f_new, g_new
+        if alpha == 1.0 and abs(f_new - f) <= tiny and np.sum(np.abs(g_new)) < g1_norm:
+            return 2, w_new, f_new, g_new
+        if not np.isfinite(f_new):
+            alpha *= 0.1
+            continue
+        # minimiser of the quadratic through f, slope and f_new, kept in [0.1, 0.5] * alpha
+        denom = 2.0 * (f_new - f - slope * alpha)
+        step = -slope * alpha * alpha / denom if denom > 0 else 0.5 * alpha
+        alpha = min(max(step, 0.1 * alpha), 0.5 * alpha)
+    loss.loss_gradient(w)  # the caller may want the Hessian at w
+    return 0, w, f, g
+
+
+def _newton_cg(loss, w0, f0, g0, max_iter, tol, verbose, max_inner=200):
+    """Truncated Newton: scikit-learn's ``newton-cg`` algorithm on fused evaluations.
+
+    Each iteration: Hessian products by conjugate gradients up to the relative
+    residual ``min(0.5, sqrt(|g|_1))`` (superlinear convergence), then a
+    backtracking line search whose accepted trial already carries the next
+    gradient.
+    """
+    t0 = time.perf_counter()
+    w = np.array(w0, dtype=np.float64)
+    f, g = f0, g0  # loss.keep_hessian was set before they were computed
+    k = 0
+    converged = False
+    stalled = 0  # consecutive steps that changed the objective by rounding only
+    while True:
+        gmax = float(np.max(np.abs(g))) if g.size else 0.0
+        if verbose:
+            print(
+                f"newton-cg iter {k:4d}  objective {f:.10g}  max|grad| {gmax:.3e}  evaluations "
+                f"{loss.n_evaluations}  hessian products {loss.n_hessp}  {time.perf_counter() - t0:.2f} s"
+            )
+        if gmax <= tol:
+            converged = True
+            break
+        if k >= max_iter:
+            break
+        loss.prepare_hessian()
+        g1 = float(np.sum(np.abs(g)))
+        step = _cg(loss.hessp, g, max_inner, min(0.5, math.sqrt(g1)) * g1)
+        status, w, f, g = _line_search(loss, w, f, g, step)
+        if status == 0:
+            warnings.warn(
+                f"newton-cg: the line search could not decrease the objective after {k} iteration(s) "
+                f"(max|grad| {gmax:.3e} > tol={tol}): the objective is at its rounding precision",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+            break
+        k += 1
+        stalled = stalled + 1 if status == 2 else 0
+        if stalled >= 3:
+            gmax = float(np.max(np.abs(g)))
+            converged = gmax <= tol
+            if not converged:
+                warnings.warn(
+                    f"newton-cg stopped after {k} iteration(s): the objective no longer changes beyond its "
+                    f"rounding error (max|grad| {gmax:.3e} > tol={tol})",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+            break
+    if not converged and k >= max_iter:
+        warnings.warn(
+            f"newton-cg failed to converge after {k} iteration(s) at objective {f} (max|grad| {gmax:.3e} > "
+            f"tol={tol}).\nIncrease the number of iterations (max_iter={max_iter}). {_CONVERGENCE_ADVICE}",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return w, k
