@@ -392,7 +392,35 @@ class _KerasLoss:
         raise NotImplementedError
 
 
-class BinaryCrossentropy(_KerasLoss):
+class _DenseTargetLoss(_KerasLoss):
+    """Shared parts of the losses whose y_true has y_pred's shape."""
+
+    def __init__(self, from_logits, label_smoothing, axis, reduction, name, dtype, n_threads):
+        super().__init__(reduction, name, dtype, n_threads)
+        self.from_logits = check_flag(from_logits, "from_logits")
+        self.label_smoothing = check_label_smoothing(label_smoothing)
+        self.axis = _check_axis(axis)
+
+    def _options(self):
+        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing, "axis": self.axis}
+
+    def _inputs(self, y_true, y_pred, sample_weight):
+        """Validated inputs: (x, y_true as x's dtype, out_dtype, shape of y_pred,
+        its class axis, the (before, classes, after) 3-D shape, the reduction plan)."""
+        x, out_dtype = _prediction(y_pred, self.dtype)
+        yt = as_real_array(y_true, "y_true")
+        t_shape, p_shape = _same_rank(yt.shape, x.shape)
+        if t_shape != p_shape:
+            raise ValueError(f"y_true and y_pred must have the same shape, got {yt.shape} and {x.shape}")
+        if not p_shape:
+            raise ValueError("y_pred must have at least one dimension, got a 0-d array")
+        ax = _class_axis(self.axis, len(p_shape))
+        shape3 = (math.prod(p_shape[:ax]), p_shape[ax], math.prod(p_shape[ax + 1 :]))
+        plan = _Plan(p_shape[:ax] + p_shape[ax + 1 :], sample_weight, None, self.reduction)
+        return x, yt, out_dtype, p_shape, ax, shape3, plan
+
+
+class BinaryCrossentropy(_DenseTargetLoss):
     r"""Binary cross-entropy averaged over `axis`, as ``keras.losses.BinaryCrossentropy``.
 
     Parameters
@@ -473,27 +501,12 @@ class BinaryCrossentropy(_KerasLoss):
         *,
         n_threads=None,
     ):
-        super().__init__(reduction, name, dtype, n_threads)
-        self.from_logits = check_flag(from_logits, "from_logits")
-        self.label_smoothing = check_label_smoothing(label_smoothing)
-        self.axis = _check_axis(axis)
-
-    def _options(self):
-        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing, "axis": self.axis}
+        super().__init__(from_logits, label_smoothing, axis, reduction, name, dtype, n_threads)
 
     def _compute(self, y_true, y_pred, sample_weight, need_grad):
-        x, out_dtype = _prediction(y_pred, self.dtype)
-        yt = as_real_array(y_true, "y_true")
-        t_shape, p_shape = _same_rank(yt.shape, x.shape)
-        if t_shape != p_shape:
-            raise ValueError(f"y_true and y_pred must have the same shape, got {yt.shape} and {x.shape}")
-        if not p_shape:
-            raise ValueError("y_pred must have at least one dimension, got a 0-d array")
-        ax = _class_axis(self.axis, len(p_shape))
-        shape3 = (math.prod(p_shape[:ax]), p_shape[ax], math.prod(p_shape[ax + 1 :]))
+        x, yt, out_dtype, p_shape, ax, shape3, plan = self._inputs(y_true, y_pred, sample_weight)
         x3 = x.reshape(shape3)
         y3 = np.ascontiguousarray(yt, dtype=x.dtype).reshape(shape3)
-        plan = _Plan(p_shape[:ax] + p_shape[ax + 1 :], sample_weight, None, self.reduction)
         eps = self.label_smoothing
         lo, hi = _bounds(x.dtype)
         rows, total, grad = _run(
@@ -504,7 +517,7 @@ class BinaryCrossentropy(_KerasLoss):
         return (loss, _grad_out(grad, x.shape, out_dtype)) if need_grad else loss
 
 
-class CategoricalCrossentropy(_KerasLoss):
+class CategoricalCrossentropy(_DenseTargetLoss):
     r"""Cross-entropy with probability (one-hot) targets, as ``keras.losses.CategoricalCrossentropy``.
 
     Parameters
@@ -596,23 +609,10 @@ class CategoricalCrossentropy(_KerasLoss):
         *,
         n_threads=None,
     ):
-        super().__init__(reduction, name, dtype, n_threads)
-        self.from_logits = check_flag(from_logits, "from_logits")
-        self.label_smoothing = check_label_smoothing(label_smoothing)
-        self.axis = _check_axis(axis)
-
-    def _options(self):
-        return {"from_logits": self.from_logits, "label_smoothing": self.label_smoothing, "axis": self.axis}
+        super().__init__(from_logits, label_smoothing, axis, reduction, name, dtype, n_threads)
 
     def _compute(self, y_true, y_pred, sample_weight, need_grad):
-        x, out_dtype = _prediction(y_pred, self.dtype)
-        yt = as_real_array(y_true, "y_true")
-        t_shape, p_shape = _same_rank(yt.shape, x.shape)
-        if t_shape != p_shape:
-            raise ValueError(f"y_true and y_pred must have the same shape, got {yt.shape} and {x.shape}")
-        if not p_shape:
-            raise ValueError("y_pred must have at least one dimension, got a 0-d array")
-        ax = _class_axis(self.axis, len(p_shape))
+        x, yt, out_dtype, p_shape, ax, shape3, plan = self._inputs(y_true, y_pred, sample_weight)
         n_classes = p_shape[ax]
         if n_classes == 0:
             raise ValueError(f"y_pred must have at least one class along axis {self.axis}, got shape {x.shape}")
@@ -623,9 +623,7 @@ class CategoricalCrossentropy(_KerasLoss):
                 UserWarning,
                 stacklevel=3,
             )
-        shape3 = (math.prod(p_shape[:ax]), n_classes, math.prod(p_shape[ax + 1 :]))
         x3 = x.reshape(shape3)
-        plan = _Plan(p_shape[:ax] + p_shape[ax + 1 :], sample_weight, None, self.reduction)
         eps = self.label_smoothing
         spread = eps / p_shape[-1]
         y3 = np.ascontiguousarray(yt, dtype=x.dtype).reshape(shape3)
