@@ -39,33 +39,13 @@ import warnings
 
 import numpy as np
 
+from fastce._bench import logistic_objective as objective
+from fastce._bench import synthetic_problem as make_problem
+
 SAME_OBJECTIVE_RTOL = 1e-6
 # Idle time before each fit: the BLAS and OpenMP worker threads of the
 # previous fit spin for a while after it and would slow the next one down.
 PAUSE = 0.5
-
-
-def make_problem(n_samples, n_features, n_classes, seed):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n_samples, n_features))
-    if n_classes == 2:
-        w = rng.standard_normal(n_features) * (2.0 / np.sqrt(n_features))
-        y = (X @ w + rng.logistic(size=n_samples) > 0).astype(np.int64)
-    else:
-        W = rng.standard_normal((n_features, n_classes)) * (2.0 / np.sqrt(n_features))
-        y = np.argmax(X @ W + rng.gumbel(size=(n_samples, n_classes)), axis=1)
-    return X, y
-
-
-def objective(model, X, y):
-    """scikit-learn's objective of a fitted model, float64, one formula for every model."""
-    from fastce._linear_loss import LinearLoss
-
-    classes, y_enc = np.unique(y, return_inverse=True)
-    loss = LinearLoss(
-        X, y_enc, None, n_classes=len(classes), fit_intercept=True, l2_reg_strength=1.0 / (model.C * X.shape[0])
-    )
-    return loss.loss_gradient(loss.flat(model.coef_, model.intercept_))[0]
 
 
 def main(argv=None):

@@ -5,32 +5,9 @@ import sys
 import time
 import warnings
 
+from ._bench import logistic_objective, synthetic_problem
+
 CLI_HINT = 'pip install "fastce[cli]"'
-
-
-def _synthetic(n_samples, n_features, n_classes, seed=0):
-    """Gaussian features, labels drawn from a softmax model with Gumbel noise (seeded)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n_samples, n_features))
-    W = rng.standard_normal((n_features, n_classes)) * (2.0 / np.sqrt(n_features))
-    y = np.argmax(X @ W + rng.gumbel(size=(n_samples, n_classes)), axis=1)
-    return X, y
-
-
-def _objective(model, X, y):
-    """scikit-learn's objective of a fitted model on (X, y), in float64 (same formula for both)."""
-    import numpy as np
-
-    from fastce._linear_loss import LinearLoss
-
-    classes, y_enc = np.unique(y, return_inverse=True)
-    loss = LinearLoss(
-        np.ascontiguousarray(X, dtype=np.float64), y_enc, None, n_classes=len(classes), fit_intercept=True,
-        l2_reg_strength=1.0 / (model.C * X.shape[0]),
-    )  # fmt: skip
-    return loss.loss_gradient(loss.flat(model.coef_, model.intercept_))[0]
 
 
 def demo(args):
@@ -72,7 +49,7 @@ def demo(args):
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("compiling the kernels (cached by Numba after the first run)", total=1)
         t0 = time.perf_counter()
-        Xw, yw = _synthetic(40_000, 8, 3, seed=1)  # large enough for the parallel kernels
+        Xw, yw = synthetic_problem(40_000, 8, 3, seed=1)  # large enough for the parallel kernels
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for solver in ("lbfgs", "newton-cg"):
@@ -87,7 +64,7 @@ def demo(args):
                 X = X / 16.0
                 split = dict(test_size=0.25, random_state=0, stratify=y)
             else:
-                X, y = _synthetic(n_rows, args.features, n_classes)
+                X, y = synthetic_problem(n_rows, args.features, n_classes)
                 split = dict(test_size=0.2, random_state=0)
             X_train, X_test, y_train, y_test = train_test_split(X, y, **split)
             progress.advance(task)
@@ -112,7 +89,7 @@ def demo(args):
                         label=label,
                         seconds=seconds,
                         n_iter=int(model.n_iter_[0]),
-                        objective=_objective(model, X_train, y_train),
+                        objective=logistic_objective(model, X_train, y_train),
                         train_acc=model.score(X_train, y_train),
                         test_acc=model.score(X_test, y_test),
                         train_log_loss=log_loss(y_train, model.predict_proba(X_train), labels=model.classes_),

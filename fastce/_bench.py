@@ -130,6 +130,33 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 # environment
 
 
+def synthetic_problem(n_samples, n_features, n_classes, seed=0):
+    """Seeded classification data: standard normal features, labels drawn from a
+    logistic (two classes) or softmax model with random coefficients (Gumbel noise)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features))
+    if n_classes == 2:
+        w = rng.standard_normal(n_features) * (2.0 / np.sqrt(n_features))
+        y = (X @ w + rng.logistic(size=n_samples) > 0).astype(np.int64)
+    else:
+        W = rng.standard_normal((n_features, n_classes)) * (2.0 / np.sqrt(n_features))
+        y = np.argmax(X @ W + rng.gumbel(size=(n_samples, n_classes)), axis=1)
+    return X, y
+
+
+def logistic_objective(model, X, y):
+    """scikit-learn's objective (mean log loss + ||W||^2 / (2 C n)) of a fitted
+    LogisticRegression on (X, y), in float64, by one formula for every model."""
+    from fastce._linear_loss import LinearLoss
+
+    classes, y_enc = np.unique(y, return_inverse=True)
+    loss = LinearLoss(
+        np.ascontiguousarray(X, dtype=np.float64), y_enc, None, n_classes=len(classes), fit_intercept=True,
+        l2_reg_strength=1.0 / (model.C * X.shape[0]),
+    )  # fmt: skip
+    return loss.loss_gradient(loss.flat(model.coef_, model.intercept_))[0]
+
+
 def _import_peer(name):
     """Import what a peer needs; raises ImportError when it is not installed."""
     if name == "torch":
