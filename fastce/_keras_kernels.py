@@ -145,7 +145,7 @@ def _bce_block(j, logits, x, y, keep, half, lo, hi, sw, sw_step, scale, need_gra
 def bce_par(logits, x, y, keep, half, lo, hi, sw, sw_step, scale, need_grad, loss_rows, need_rows, grad, partial, block):
     for j in prange(partial.shape[0]):
         partial[j] = _bce_block(
-            j, logits, x, y, keep, half, lo, hi, sw, sw_step, scale, need_grad, loss_rows, need_rows, grad, block
+            np.int64(j), logits, x, y, keep, half, lo, hi, sw, sw_step, scale, need_grad, loss_rows, need_rows, grad, block
         )
 
 
@@ -261,7 +261,7 @@ def _cce_block(j, logits, x, t, keep, spread, lo, hi, round32, sw, sw_step, scal
 def cce_par(logits, x, t, keep, spread, lo, hi, round32, sw, sw_step, scale, need_grad, loss_rows, need_rows, grad, partial, block):
     for j in prange(partial.shape[0]):
         partial[j] = _cce_block(
-            j, logits, x, t, keep, spread, lo, hi, round32, sw, sw_step, scale, need_grad, loss_rows, need_rows,
+            np.int64(j), logits, x, t, keep, spread, lo, hi, round32, sw, sw_step, scale, need_grad, loss_rows, need_rows,
             grad, block,
         )  # fmt: skip
 
@@ -322,7 +322,7 @@ def _scce_block(j, x, t, ignore, lo, hi, round32, sw, sw_step, scale, need_grad,
 def scce_prob_par(x, t, ignore, lo, hi, round32, sw, sw_step, scale, need_grad, loss_rows, need_rows, grad, partial, block):
     for j in prange(partial.shape[0]):
         partial[j] = _scce_block(
-            j, x, t, ignore, lo, hi, round32, sw, sw_step, scale, need_grad, loss_rows, need_rows, grad, block
+            np.int64(j), x, t, ignore, lo, hi, round32, sw, sw_step, scale, need_grad, loss_rows, need_rows, grad, block
         )
 
 

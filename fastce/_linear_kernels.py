@@ -169,7 +169,7 @@ def _col_sums_block(j, a, partial, block):
 @_jit(parallel=True)
 def col_sums_par(a, partial, block):
     for j in prange(partial.shape[0]):
-        _col_sums_block(j, a, partial, block)
+        _col_sums_block(np.int64(j), a, partial, block)
 
 
 @_jit()
@@ -209,7 +209,7 @@ def _mn_hessp_block(j, proba, t, vb, sw, sw_step, scale, partial, block):
 @_jit(parallel=True)
 def mn_hessp_par(proba, t, vb, sw, sw_step, scale, partial, block):
     for j in prange(partial.shape[0]):
-        _mn_hessp_block(j, proba, t, vb, sw, sw_step, scale, partial, block)
+        _mn_hessp_block(np.int64(j), proba, t, vb, sw, sw_step, scale, partial, block)
 
 
 @_jit()
@@ -233,7 +233,7 @@ def _bin_curvature_block(j, z, sw, sw_step, scale, h, block):
 @_jit(parallel=True)
 def bin_curvature_par(z, sw, sw_step, scale, h, partial, block):
     for j in prange(partial.shape[0]):
-        _bin_curvature_block(j, z, sw, sw_step, scale, h, block)
+        _bin_curvature_block(np.int64(j), z, sw, sw_step, scale, h, block)
 
 
 @_jit()
@@ -255,7 +255,7 @@ def _bin_hessp_block(j, h, t, vb, partial, block):
 @_jit(parallel=True)
 def bin_hessp_par(h, t, vb, partial, block):
     for j in prange(partial.shape[0]):
-        _bin_hessp_block(j, h, t, vb, partial, block)
+        _bin_hessp_block(np.int64(j), h, t, vb, partial, block)
 
 
 @_jit()
@@ -292,7 +292,7 @@ def _softmax_rows_block(j, z, block):
 @_jit(parallel=True)
 def softmax_rows_par(z, partial, block):
     for j in prange(partial.shape[0]):
-        _softmax_rows_block(j, z, block)
+        _softmax_rows_block(np.int64(j), z, block)
 
 
 @_jit()
@@ -455,7 +455,7 @@ def _mn_dense_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, pr
 @_jit(parallel=True)
 def mn_dense_loss_grad_par(X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, lp, zb):
     for j in prange(lp.shape[0]):
-        lp[j] = _mn_dense_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, lp.shape[0])
+        lp[j] = _mn_dense_loss_grad_block(np.int64(j), X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, lp.shape[0])
 
 
 @_jit()
@@ -495,7 +495,7 @@ def _mn_dense_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, n
 @_jit(parallel=True)
 def mn_dense_hessp_par(X, v2, proba, sw, sw_step, fit_intercept, gp, zb):
     for j in prange(gp.shape[0]):
-        _mn_dense_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, gp.shape[0])
+        _mn_dense_hessp_block(np.int64(j), X, v2, proba, sw, sw_step, fit_intercept, gp, zb, gp.shape[0])
 
 
 @_jit()
@@ -546,7 +546,7 @@ def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, cu
 @_jit(parallel=True)
 def bin_dense_loss_grad_par(X, w, y, sw, sw_step, fit_intercept, store, curv, gp, lp, zb):
     for j in prange(lp.shape[0]):
-        lp[j] = _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, zb, lp.shape[0])
+        lp[j] = _bin_dense_loss_grad_block(np.int64(j), X, w, y, sw, sw_step, fit_intercept, store, curv, gp, zb, lp.shape[0])
 
 
 @_jit()
@@ -588,7 +588,7 @@ def _bin_dense_hessp_block(j, X, v, curv, fit_intercept, gp, zb, n_blocks):
 @_jit(parallel=True)
 def bin_dense_hessp_par(X, v, curv, fit_intercept, gp, zb):
     for j in prange(gp.shape[0]):
-        _bin_dense_hessp_block(j, X, v, curv, fit_intercept, gp, zb, gp.shape[0])
+        _bin_dense_hessp_block(np.int64(j), X, v, curv, fit_intercept, gp, zb, gp.shape[0])
 
 
 @_jit()
@@ -619,7 +619,7 @@ def _label_range_block(j, y, out, block):
 @_jit(parallel=True)
 def label_range_par(y, out, block):
     for j in prange(out.shape[0]):
-        _label_range_block(j, y, out, block)
+        _label_range_block(np.int64(j), y, out, block)
 
 
 @_jit()
@@ -637,7 +637,7 @@ def _label_mark_block(j, y, lo, seen, block):
 @_jit(parallel=True)
 def label_mark_par(y, lo, seen, partial, block):
     for j in prange(partial.shape[0]):
-        _label_mark_block(j, y, lo, seen, block)
+        _label_mark_block(np.int64(j), y, lo, seen, block)
 
 
 @_jit()
@@ -655,7 +655,7 @@ def _label_encode_block(j, y, lo, table, out, block):
 @_jit(parallel=True)
 def label_encode_par(y, lo, table, out, partial, block):
     for j in prange(partial.shape[0]):
-        _label_encode_block(j, y, lo, table, out, block)
+        _label_encode_block(np.int64(j), y, lo, table, out, block)
 
 
 @_jit()
