@@ -37,7 +37,6 @@ __all__ = ["cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_l
 # Rows per block of the cross-entropy kernels is chosen from the number of
 # classes only (never from the thread count), so results are reproducible.
 _CE_BLOCK_ELEMENTS = 1 << 16
-_BCE_BLOCK_ELEMENTS = 1 << 14
 
 
 def _reduce(total, denominator, reduction, out_dtype):
