@@ -31,7 +31,7 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
-_SUBMODULES = ("special", "losses", "linear_model", "keras")
+_SUBMODULES = ("special", "losses", "linear_model", "keras", "dask")
 
 
 def __getattr__(name):

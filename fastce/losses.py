@@ -31,6 +31,7 @@ from ._validation import (
     check_reduction,
     loss_input,
 )
+from .dask import _is_dask_collection
 
 __all__ = ["cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_logits"]
 
@@ -183,6 +184,13 @@ def cross_entropy(
     array([[-0.2144,  0.1753,  0.0391],
            [ 0.0453,  0.0453, -0.0906]])
     """
+    if _is_dask_collection(input, target, weight, sample_weight):
+        from . import dask
+
+        return dask.cross_entropy(
+            input, target, weight, ignore_index, reduction, label_smoothing,
+            sample_weight=sample_weight, return_grad=return_grad, grad_out=grad_out, n_threads=n_threads,
+        )  # fmt: skip
     reduction = check_reduction(reduction)
     eps = check_label_smoothing(label_smoothing)
     ignore_index = check_index(ignore_index, "ignore_index")
@@ -287,6 +295,10 @@ def cross_entropy(
 
 
 def _bce(input, target, weight, pos_weight, reduction, return_grad, grad_out, n_threads, logits):
+    if _is_dask_collection(input, target, weight, pos_weight):
+        from . import dask
+
+        return dask._bce(input, target, weight, pos_weight, reduction, return_grad, grad_out, n_threads, logits)
     reduction = check_reduction(reduction)
     return_grad = check_flag(return_grad, "return_grad")
     x, out_dtype = loss_input(input)

@@ -14,6 +14,7 @@ import numpy as np
 from . import _kernels as K
 from ._config import run_kernel
 from ._validation import as_numeric_array, check_flag, from_rows, normalize_axes, to_rows
+from .dask import _is_dask_collection
 
 __all__ = ["logsumexp", "softmax", "log_softmax", "sigmoid", "log_sigmoid"]
 
@@ -99,6 +100,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     >>> logsumexp([1, 2], b=[1, -1], return_sign=True)
     (np.float64(1.5413248546129181), np.float64(-1.0))
     """
+    if _is_dask_collection(a, b):
+        from . import dask
+
+        return dask.logsumexp(a, axis, b, keepdims, return_sign)
     arr = as_numeric_array(a, "a")
     bb = None if b is None else as_numeric_array(b, "b")
     keepdims = check_flag(keepdims, "keepdims")
@@ -148,6 +153,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
 
 
 def _softmax_like(x, axis, par, ser, name):
+    if _is_dask_collection(x):
+        from . import dask
+
+        return dask._softmax_like(x, axis, name)
     arr = as_numeric_array(x, "x")
     out_dtype = _exp_result_dtype(arr.dtype)
     compute = _kernel_dtype(out_dtype)
@@ -246,6 +255,10 @@ def log_softmax(x, axis=None):
 
 
 def _elementwise(x, log, name):
+    if _is_dask_collection(x):
+        from . import dask
+
+        return dask._elementwise(x, name)
     arr = as_numeric_array(x, "x")
     if arr.dtype.kind == "c":
         raise TypeError(f"{name} is defined for real input, got complex dtype {arr.dtype}")
