@@ -14,7 +14,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model._base import LinearClassifierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, assert_all_finite, check_is_fitted, validate_data
 
 from ._config import resolve_n_threads, run_kernel
@@ -70,6 +70,23 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
         products.
     verbose : int, default=0
         Print the objective and the gradient's norm at every iteration.
+    learning_rate : float, default=0.03
+        :meth:`partial_fit` only: the (constant) step size of Adam.
+    batch_size : int, default=256
+        :meth:`partial_fit` only: rows per Adam step; each call splits its
+        batch into mini-batches of this many rows (the last one may be
+        smaller).
+    averaging_window : int, default=100
+        :meth:`partial_fit` only: ``coef_`` is the average of the Adam
+        iterates, uniform over the first `averaging_window` steps, then
+        exponential with this time constant (in steps). 1: the last iterate.
+    epoch_size : float, default=None
+        :meth:`partial_fit` only: :math:`S` of the penalty
+        :math:`\frac{1}{2CS}\lVert W\rVert^2`, the number of samples (or
+        their total weight, with sample or class weights) of one pass over
+        the data. ``None``: the weight seen by :meth:`fit` and
+        :meth:`partial_fit` so far, i.e. the penalty of :meth:`fit` on the
+        concatenation of all the batches seen (with repetitions).
 
     Attributes
     ----------
@@ -81,11 +98,24 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
     intercept_ : ndarray of shape (1,) or (n_classes,)
         Intercepts (zeros when ``fit_intercept=False``).
     n_iter_ : ndarray of shape (1,)
-        Number of solver iterations.
+        Number of solver iterations (after :meth:`partial_fit`: its number
+        of Adam steps).
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
     feature_names_in_ : ndarray of shape (``n_features_in_``,)
         Names of the features, when `X` has string column names (pandas).
+    t_ : int
+        Number of Adam steps of :meth:`partial_fit` since the last
+        :meth:`fit` (0 after :meth:`fit`).
+    sw_seen_ : float
+        Sample weight seen by :meth:`fit` and :meth:`partial_fit` since the
+        last :meth:`fit` (the number of samples when unweighted).
+    adam_m_, adam_v_ : ndarray of shape (n_params,)
+        :meth:`partial_fit`: Adam's first and second moments of the flat
+        parameter vector (``[coef_ | intercept_]`` raveled, float64).
+    sgd_w_ : ndarray of shape (n_params,)
+        :meth:`partial_fit`: the last Adam iterate (flat, float64);
+        ``coef_`` and ``intercept_`` are the averaged iterate.
 
     See Also
     --------
@@ -106,6 +136,16 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
     For three or more classes the model has one coefficient vector per class
     (over-parameterised; the penalty makes the minimiser unique), as
     scikit-learn >= 1.5.
+
+    :meth:`partial_fit` minimises the same objective by mini-batch Adam
+    on batches that come one at a time (see :mod:`fastce._sgd`): the
+    gradient of each mini-batch of weight :math:`S_B` is that of
+    :math:`\frac{1}{S_B}\sum_{i\in B} s_i \ell_i + \frac{1}{2CS}\lVert W\rVert^2`
+    with :math:`S` = `epoch_size`, an unbiased estimate of the gradient of
+    the objective above. It starts from ``coef_`` when the estimator is
+    fitted (after :meth:`fit` too), with fresh optimiser state after
+    :meth:`fit`. ``class_weight="balanced"`` needs the whole data and is not
+    supported by :meth:`partial_fit`.
 
     Differences from scikit-learn: only the ``"lbfgs"`` and ``"newton-cg"``
     solvers and the ``"l2"``/``None`` penalties; negative sample weights are
@@ -133,6 +173,14 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
     >>> ours = LogisticRegression(tol=1e-10, max_iter=10_000).fit(X, y)
     >>> bool(abs(ours.coef_ - sk.coef_).max() < 1e-4 * abs(sk.coef_).max())
     True
+
+    Data in batches, one Adam step per ``batch_size`` rows of each batch:
+
+    >>> stream = LogisticRegression(batch_size=10)
+    >>> for batch in np.array_split(np.random.default_rng(0).permutation(len(y)), 5):
+    ...     _ = stream.partial_fit(X[batch], y[batch], classes=[0, 1, 2])
+    >>> stream.coef_.shape, stream.t_
+    ((3, 4), 15)
     """
 
     _parameter_constraints: dict = {
@@ -146,6 +194,10 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "n_jobs": [None, numbers.Integral],
         "verbose": ["verbose"],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "averaging_window": [Interval(numbers.Integral, 1, None, closed="left")],
+        "epoch_size": [Interval(numbers.Real, 0, None, closed="neither"), None],
     }
 
     def __init__(
@@ -161,6 +213,10 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
         warm_start=False,
         n_jobs=None,
         verbose=0,
+        learning_rate=0.03,
+        batch_size=256,
+        averaging_window=100,
+        epoch_size=None,
     ):
         self.penalty = penalty
         self.C = C
@@ -172,6 +228,10 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
         self.warm_start = warm_start
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.averaging_window = averaging_window
+        self.epoch_size = epoch_size
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
@@ -179,12 +239,14 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask.array.Array} of shape (n_samples, n_features)
             Training data; float32 is kept, other dtypes become float64;
-            sparse CSR and CSC are used as they are.
-        y : array-like of shape (n_samples,)
+            sparse CSR and CSC are used as they are. A Dask array (chunked
+            along the rows) is fitted chunk by chunk where its chunks are
+            (see :mod:`fastce._dask_linear`).
+        y : array-like or dask.array.Array of shape (n_samples,)
             Class labels (any type).
-        sample_weight : array-like of shape (n_samples,), default=None
+        sample_weight : array-like or dask.array.Array of shape (n_samples,), default=None
             Non-negative weight of each sample.
 
         Returns
@@ -192,14 +254,11 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
         self : LogisticRegression
             The fitted estimator.
         """
-        if self.n_jobs == 0:
-            raise ValueError("n_jobs == 0 has no meaning; use None, a positive int or -1 for all cores")
-        if self.penalty is None:
-            if self.C != 1.0:
-                warnings.warn("Setting penalty=None will ignore the C parameter", UserWarning)
-            C = math.inf
-        else:
-            C = float(self.C)
+        C = self._check_C_and_n_jobs()
+        from ._dask_linear import fit_dask, is_dask_collection
+
+        if is_dask_collection(X, y, sample_weight):
+            return fit_dask(self, X, y, sample_weight, C)
         # X is checked for NaN and inf by the first evaluation of the objective
         # (see _first_evaluation): that saves a pass over X.
         X, y = validate_data(
@@ -263,6 +322,118 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
 
         self.coef_, self.intercept_ = loss.coef_intercept(w, dtype=dtype)
         self.n_iter_ = np.array([n_iter], dtype=np.int32)
+        self._reset_sgd_state(sw_sum)
+        return self
+
+    def _check_C_and_n_jobs(self):
+        """The C of the objective (``math.inf`` without penalty); rejects ``n_jobs=0``."""
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs == 0 has no meaning; use None, a positive int or -1 for all cores")
+        if self.penalty is None:
+            if self.C != 1.0:
+                warnings.warn("Setting penalty=None will ignore the C parameter", UserWarning)
+            return math.inf
+        return float(self.C)
+
+    def _reset_sgd_state(self, sw_sum):
+        """After :meth:`fit`: no Adam state, the weight seen is that of the fit."""
+        for name in ("adam_m_", "adam_v_", "sgd_w_"):
+            self.__dict__.pop(name, None)
+        self.t_ = 0
+        self.sw_seen_ = float(sw_sum)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One pass of mini-batch Adam over a batch of data.
+
+        For data that does not fit in memory or comes in batches: call it
+        on each batch in turn, for as many passes over the data as needed.
+        The model minimises the objective of :meth:`fit` (see Notes); it is
+        the average of the Adam iterates (see `averaging_window`).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            A batch of training data (float32 is kept, other dtypes become
+            float64). Contiguous rows (for instance a slice of a
+            :class:`numpy.memmap`) are used without a copy.
+        y : array-like of shape (n_samples,)
+            Class labels, all in `classes`.
+        classes : array-like of shape (n_classes,), default=None
+            All the classes of the data; needed on the first call (unless
+            the estimator was fitted by :meth:`fit`), and if given later, the
+            same as ``classes_``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each sample.
+
+        Returns
+        -------
+        self : LogisticRegression
+            The updated estimator.
+        """
+        from ._sgd import SGDState, adam_pass
+
+        C = self._check_C_and_n_jobs()
+        if self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit: it needs the class counts of the "
+                "whole data. Pass a dict of class weights, e.g. compute_class_weight('balanced', ...) on the "
+                "labels."
+            )
+        first_call = _check_partial_fit_first_call(self, classes)
+        if len(self.classes_) < 2:
+            classes_ = self.classes_
+            del self.classes_
+            raise ValueError(f"classes must hold at least 2 classes, got {classes_!r}")
+        X, y = validate_data(
+            self, X, y, accept_sparse=["csr"], dtype=[np.float64, np.float32], order="C",
+            accept_large_sparse=True, ensure_all_finite=False, reset=first_call,
+        )  # fmt: skip
+        y_enc = np.searchsorted(self.classes_, y).astype(np.intp, copy=False)
+        bad = (y_enc >= len(self.classes_)) | (self.classes_[np.minimum(y_enc, len(self.classes_) - 1)] != y)
+        if np.any(bad):
+            raise ValueError(f"y contains labels not in classes {self.classes_!r}: {np.unique(y[bad])!r}")
+        n_classes = len(self.classes_)
+        if sample_weight is not None or self.class_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, copy=True, ensure_non_negative=True
+            )
+            if self.class_weight is not None:
+                cw = compute_class_weight(self.class_weight, classes=self.classes_, y=self.classes_)
+                sample_weight *= cw[y_enc]
+        dtype = X.dtype
+        if sp.issparse(X) and dtype == np.float32:
+            X = X.astype(np.float64)  # as in fit: SciPy's products accumulate in the matrix's dtype
+
+        size = (n_classes if n_classes > 2 else 1) * (X.shape[1] + int(self.fit_intercept))
+        if getattr(self, "sgd_w_", None) is not None and self.sgd_w_.shape == (size,):
+            state = SGDState(self.sgd_w_, None, self.adam_m_, self.adam_v_, self.t_, self.sw_seen_)
+        else:
+            sw_seen = getattr(self, "sw_seen_", 0.0)
+            state = SGDState(np.zeros(size), None, np.zeros(size), np.zeros(size), 0, sw_seen)
+            if hasattr(self, "coef_"):  # fitted by fit: continue from its solution
+                state.w = _flat_coef(self.coef_, self.intercept_, n_classes, X.shape[1], self.fit_intercept, size)
+        prev = (
+            _flat_coef(self.coef_, self.intercept_, n_classes, X.shape[1], self.fit_intercept, size)
+            if hasattr(self, "coef_")
+            else state.w.copy()
+        )
+        state.w_avg = prev.astype(np.float64, copy=True)
+        blas_threads = 1 if self.n_jobs is None else resolve_n_threads(self.n_jobs)
+        with _blas_limit(blas_threads):
+            n_steps = adam_pass(
+                X, y_enc, sample_weight, state, n_classes=n_classes, fit_intercept=self.fit_intercept, C=C,
+                epoch_size=self.epoch_size, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                averaging_window=self.averaging_window, n_threads=self.n_jobs, estimator_name=type(self).__name__,
+            )  # fmt: skip
+        self.sgd_w_, self.adam_m_, self.adam_v_ = state.w, state.m, state.v
+        self.t_, self.sw_seen_ = state.t, state.sw_seen
+        k = n_classes if n_classes > 2 else 1
+        w2 = state.w_avg.reshape(k, -1)
+        d = X.shape[1]
+        self.coef_ = np.array(w2[:, :d], dtype=dtype)
+        self.intercept_ = np.array(w2[:, d], dtype=dtype) if self.fit_intercept else np.zeros(k, dtype=dtype)
+        self.n_iter_ = np.array([n_steps], dtype=np.int32)
         return self
 
     def _first_evaluation(self, loss, X, w0):
@@ -292,26 +463,71 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask.array.Array} of shape (n_samples, n_features)
             Samples.
-        y : array-like of shape (n_samples,)
+        y : array-like or dask.array.Array of shape (n_samples,)
             True labels.
-        sample_weight : array-like of shape (n_samples,), default=None
+        sample_weight : array-like or dask.array.Array of shape (n_samples,), default=None
             Weights of the samples.
 
         Returns
         -------
         score : float
-            Fraction of correctly classified samples (weighted).
+            Fraction of correctly classified samples (weighted); computed
+            for Dask input.
         """
+        from ._dask_linear import is_dask_collection, score_dask
+
+        if is_dask_collection(X, y, sample_weight):
+            return score_dask(self, X, y, sample_weight)
         return super().score(X, y, sample_weight=sample_weight)
+
+    def decision_function(self, X):
+        """Confidence scores: the logits ``X @ coef_.T + intercept_``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, dask.array.Array} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            The logit of ``classes_[1]`` for two classes, one column per
+            class otherwise. A lazy Dask array (one task per chunk of rows)
+            for a Dask `X`.
+        """
+        from ._dask_linear import is_dask_collection, predict_dask
+
+        if is_dask_collection(X):
+            return predict_dask(self, X, "decision_function")
+        return super().decision_function(X)
+
+    def predict(self, X):
+        """Class of the largest decision function.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, dask.array.Array} of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Labels from ``classes_``; a lazy Dask array for a Dask `X`.
+        """
+        from ._dask_linear import is_dask_collection, predict_dask
+
+        if is_dask_collection(X):
+            return predict_dask(self, X, "predict")
+        return super().predict(X)
 
     def predict_proba(self, X):
         """Probability of each class.
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask.array.Array} of shape (n_samples, n_features)
             Samples.
 
         Returns
@@ -319,10 +535,13 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             Probabilities in the order of ``classes_``: ``[sigmoid(-z),
             sigmoid(z)]`` of the decision function for two classes, its
-            softmax otherwise.
+            softmax otherwise. A lazy Dask array for a Dask `X`.
         """
+        from ._dask_linear import is_dask_collection, predict_dask
         from .special import sigmoid, softmax
 
+        if is_dask_collection(X):
+            return predict_dask(self, X, "predict_proba")
         check_is_fitted(self)
         z = self.decision_function(X)
         if z.ndim == 1:
@@ -334,17 +553,21 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask.array.Array} of shape (n_samples, n_features)
             Samples.
 
         Returns
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
             ``[log_sigmoid(-z), log_sigmoid(z)]`` for two classes, the
-            ``log_softmax`` of the decision function otherwise.
+            ``log_softmax`` of the decision function otherwise. A lazy Dask
+            array for a Dask `X`.
         """
+        from ._dask_linear import is_dask_collection, predict_dask
         from .special import log_sigmoid, log_softmax
 
+        if is_dask_collection(X):
+            return predict_dask(self, X, "predict_log_proba")
         check_is_fitted(self)
         z = self.decision_function(X)
         if z.ndim == 1:
@@ -355,6 +578,19 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _flat_coef(coef, intercept, n_classes, n_features, fit_intercept, size):
+    """The flat float64 parameter vector ``[coef_ | intercept_]`` (rows raveled)."""
+    k = n_classes if n_classes > 2 else 1
+    coef = np.asarray(coef, dtype=np.float64)
+    if coef.shape != (k, n_features):
+        raise ValueError(f"coef_ is of shape {coef.shape}, expected {(k, n_features)}")
+    w = np.zeros((k, n_features + int(fit_intercept)))
+    w[:, :n_features] = coef
+    if fit_intercept:
+        w[:, n_features] = np.asarray(intercept, dtype=np.float64).reshape(k)
+    return w.reshape(size)
 
 
 _LABEL_BLOCK = 1 << 16
