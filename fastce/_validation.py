@@ -20,6 +20,14 @@ def as_numeric_array(x, name):
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{name} must be array_like of numbers ({exc})") from None
+    except Exception as exc:
+        # e.g. a torch tensor that requires grad ("Can't call numpy() on
+        # Tensor that requires grad"), a GPU tensor, a lazy array that
+        # refuses conversion
+        raise TypeError(
+            f"{name} must be array_like of numbers; converting the {type(x).__module__}.{type(x).__name__} "
+            f"with numpy.asarray failed: {exc}"
+        ) from None
     if arr.dtype.kind not in "biufc":
         raise TypeError(f"{name} must hold numbers, got an array of dtype {arr.dtype}")
     return arr

@@ -767,6 +767,16 @@ BAD = [
 ]
 
 
+def test_array_like_that_refuses_conversion_is_a_type_error():
+    # np.asarray raises RuntimeError for a torch tensor that requires grad
+    torch = pytest.importorskip("torch")
+    leaf = torch.zeros((4, 3), dtype=torch.float64, requires_grad=True)
+    with pytest.raises(TypeError, match=r"\binput\b.*requires grad"):
+        fastce.cross_entropy(leaf, _T)
+    with pytest.raises(TypeError, match=r"\btarget\b"):
+        fastce.binary_cross_entropy_with_logits(_X, torch.zeros((4, 3), dtype=torch.float64, requires_grad=True))
+
+
 @pytest.mark.parametrize("name,call,exc,pattern", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_raises(name, call, exc, pattern):
     with pytest.raises(exc, match=pattern):
