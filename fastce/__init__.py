@@ -25,6 +25,7 @@ _LAZY = {
     "cross_entropy": "losses",
     "binary_cross_entropy": "losses",
     "binary_cross_entropy_with_logits": "losses",
+    "linear_cross_entropy": "linear_ce",
     "LogisticRegression": "linear_model",
 }
 

@@ -158,6 +158,14 @@ def warmup(args):
             fastce.softmax(x, axis=1)
             fastce.log_softmax(x, axis=1)
             fastce.sigmoid(x)
+    # linear_cross_entropy: its own kernels between the BLAS products
+    for dtype in (np.float32, np.float64):
+        for n in (4, big):
+            X = np.zeros((n, 2), dtype=dtype)
+            W = np.zeros((3, 2), dtype=dtype)
+            t = np.zeros(n, dtype=np.intp)
+            fastce.linear_cross_entropy(X, W, t, np.zeros(3, dtype), return_grad=True)
+            fastce.linear_cross_entropy(X, W, np.full((n, 3), 1 / 3, dtype), return_grad=True)
     # Keras-style classes: their own kernels for probabilities (clipping) and
     # the logits paths
     from fastce import keras

@@ -1,0 +1,407 @@
+"""Numba kernels of :func:`fastce.linear_cross_entropy`: the per-block work
+between the BLAS products.
+
+The wrapper (:mod:`fastce.linear_ce`) computes a block of logits
+``Z = X[r0:r1] @ W[k0:k1].T`` into a preallocated buffer with BLAS; these
+kernels then, row by row (``prange`` over the rows of the block):
+
+* :func:`lce_pass1_par` adds the bias in place and updates each row's online
+  log-sum-exp state ``(M, S, C)`` -- running maximum, float64 sum of
+  ``exp(z - M)`` over the terms below the maximum, count of terms equal to
+  it -- and picks what the loss needs (the target logit and the weighted
+  logit sum of label smoothing, or the two sums of a probability target).
+  With ``store`` (all classes in one block) it leaves ``exp(z - M)`` in the
+  buffer, so that the gradient pass does not recompute the logits;
+* :func:`lce_finish` turns the state into each row's loss and the
+  coefficients of its gradient;
+* :func:`lce_pass2_par` turns a block of logits (or of stored exps) in place
+  into the block of the gradient with respect to the logits,
+  ``scale * s_i * (T_i p_ik - w_k t'_ik)``, which the wrapper multiplies
+  into the gradients of ``X`` and ``W`` with BLAS;
+* :func:`col_sums_par` accumulates its column sums (the bias gradient) in
+  float64.
+
+Conventions are those of :mod:`fastce._kernels`: no validation, no
+allocation of results, float64 accumulators; every row is computed by one
+thread from start to end, so results do not depend on the thread count.
+The numerics are those of :func:`fastce.cross_entropy`: one maximum term is
+kept out of the sum, ``lse = M + log1p(S + C - 1)``, and the target's
+gradient entry is computed without cancellation when the target holds the
+maximum. Every helper a kernel calls lives in this file (Numba's cache is
+keyed on the kernel's file), hence the copy of the vectorisable exp.
+"""
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic, overload
+
+from ._kernels import FASTMATH, _jit
+
+# Rows handed to one parallel task (each gets one scratch row).
+ROWS_PER_TASK = 4
+
+# ---------------------------------------------------------------------------
+# Vectorisable exp (a copy of fastce._kernels' fexp, see the module docstring)
+
+
+@intrinsic
+def _bits_to_float(typingctx, x):
+    """Reinterpret an int64 (int32) as the float64 (float32) with those bits."""
+    if x == types.int64:
+        sig, llty = types.float64(types.int64), ir.DoubleType()
+    elif x == types.int32:
+        sig, llty = types.float32(types.int32), ir.FloatType()
+    else:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llty)
+
+    return sig, codegen
+
+
+@intrinsic
+def _maxnum(typingctx, a, b):
+    """``llvm.maxnum``: the larger of two floats, the other one if either is NaN
+    (vectorised by LLVM as a reduction, unlike a compare-and-select)."""
+    if a != b or a not in (types.float32, types.float64):
+        return None
+    sig = a(a, b)
+
+    def codegen(context, builder, signature, args):
+        llty = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.maxnum", [llty], ir.FunctionType(llty, [llty, llty]))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+def lexp(x):
+    """exp(x) for a float32 or float64 scalar, vectorisable (Numba only)."""
+    raise NotImplementedError("lexp is only callable from Numba-compiled code")
+
+
+def _exp64(x):
+    xc = min(max(x, -745.2), 709.8)
+    n = np.floor(xc * 1.4426950408889634 + 0.5)
+    r = xc - n * 0.6931471803691238
+    r = r - n * 1.9082149292705877e-10
+    p = 1.6059043836821613e-10
+    p = p * r + 2.08767569878681e-09
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    ni = np.int64(n)
+    half = ni >> 1
+    res = p * _bits_to_float((half + 1023) << 52) * _bits_to_float((ni - half + 1023) << 52)
+    res = 0.0 if x < -745.2 else res
+    res = np.inf if x > 709.8 else res
+    return x if x != x else res
+
+
+_F32 = np.float32
+
+
+def _exp32(x):
+    xc = min(max(x, _F32(-104.0)), _F32(88.8))
+    n = np.floor(xc * _F32(1.44269504) + _F32(0.5))
+    r = xc - n * _F32(0.693359375)
+    r = r - n * _F32(-2.12194440e-4)
+    p = _F32(1.9875691500e-4)
+    p = p * r + _F32(1.3981999507e-3)
+    p = p * r + _F32(8.3334519073e-3)
+    p = p * r + _F32(4.1665795894e-2)
+    p = p * r + _F32(1.6666665459e-1)
+    p = p * r + _F32(5.0000001201e-1)
+    p = p * r * r + r + _F32(1.0)
+    ni = np.int64(n)
+    half = ni >> 1
+    res = p * _bits_to_float(np.int32((half + 127) << 23)) * _bits_to_float(np.int32((ni - half + 127) << 23))
+    res = _F32(0.0) if x < _F32(-104.0) else res
+    res = _F32(np.inf) if x > _F32(88.8) else res
+    return x if x != x else res
+
+
+@overload(lexp, jit_options=dict(fastmath=set(FASTMATH), error_model="numpy"))
+def _lexp_overload(x):
+    if x == types.float32:
+        return _exp32
+    if x == types.float64:
+        return _exp64
+    return None
+
+
+@_jit()
+def lexp_array(x, out):
+    """``out[:] = lexp(x)`` (for the tests)."""
+    for i in range(x.shape[0]):
+        out[i] = lexp(x[i])
+
+
+# ---------------------------------------------------------------------------
+# Row helpers. reduce=True only on pure reductions (see fastce._kernels).
+
+
+@_jit(reduce=True)
+def _row_max(z):
+    m = z[0]
+    for k in range(1, z.shape[0]):
+        m = _maxnum(m, z[k])
+    return m
+
+
+@_jit(reduce=True)
+def _dot(w, z):
+    """float64 sum of w_k z_k."""
+    s = 0.0
+    for k in range(z.shape[0]):
+        s += w[k] * np.float64(z[k])
+    return s
+
+
+@_jit(reduce=True)
+def _prob_sums(w, t, z, keep, spread):
+    """``(sum_k w_k t'_k, sum_k w_k t'_k z_k)`` with t' = keep t + spread, float64;
+    a term with w_k t'_k == 0 adds nothing to the second sum whatever z_k."""
+    a = 0.0
+    b = 0.0
+    for k in range(z.shape[0]):
+        wt = w[k] * (keep * t[k] + spread)
+        a += wt
+        b += 0.0 if wt == 0.0 else wt * np.float64(z[k])
+    return a, b
+
+
+@_jit()
+def _exp_into(z, m, e):
+    for k in range(z.shape[0]):
+        e[k] = lexp(z[k] - m)
+
+
+@_jit()
+def _exp_inplace(z, m):
+    # not _exp_into(z, m, z): LLVM's overlap check then picks its scalar loop
+    for k in range(z.shape[0]):
+        z[k] = lexp(z[k] - m)
+
+
+@_jit(reduce=True)
+def _sum_off_max(e, one):
+    """``(sum of the e_k != 1, number of e_k == 1)`` in float64, for
+    e = exp(z - m): the terms of the maximum are counted, not summed, so that
+    small terms are not lost next to them. (A term just below the maximum
+    whose exp rounds to 1 is counted too: the same value either way.)
+    ``one`` is 1 in e's dtype: a comparison with a float64 1.0 stays scalar."""
+    s = 0.0
+    c = 0.0
+    for k in range(e.shape[0]):
+        v = e[k]
+        eq = v == one
+        # a product with the mask, not a select of v or 0: that one stays scalar
+        s += np.float64(v) * (0.0 if eq else 1.0)
+        c += 1.0 if eq else 0.0
+    return s, c
+
+
+@_jit()
+def _add_bias(z, b):
+    for k in range(z.shape[0]):
+        z[k] = z[k] + b[k]
+
+
+@_jit()
+def _pass1_row(z, i, r, k0, bias, has_bias, t, tp, prob, w, keep, spread, need_smooth, store, e, one, M, S, C, P1, P2):
+    """Online update of row ``i`` of the block (row ``r`` of X) with the
+    logits ``z`` of classes [k0, k0 + len(z))."""
+    kb = z.shape[0]
+    if has_bias:
+        _add_bias(z, bias[k0 : k0 + kb])
+    wb = w[k0 : k0 + kb]
+    if prob:
+        a, b = _prob_sums(wb, tp[r, k0 : k0 + kb], z, keep, spread)
+        P1[i] += a
+        P2[i] += b
+    else:
+        y = t[r] - k0
+        if y >= 0 and y < kb:
+            P1[i] = z[y]
+        if need_smooth:
+            P2[i] += _dot(wb, z)
+    m_old = M[i]
+    m = _maxnum(m_old, _row_max(z))
+    if m > m_old and m_old > -np.inf:
+        S[i] = (S[i] + C[i]) * math.exp(m_old - m)
+        C[i] = 0.0
+    M[i] = m
+    if store:
+        _exp_inplace(z, m)
+        s, c = _sum_off_max(z, one)
+    else:
+        ex = e[:kb]
+        _exp_into(z, m, ex)
+        s, c = _sum_off_max(ex, one)
+    S[i] += s
+    C[i] += c
+
+
+@_jit()
+def _pass1_rows(j, Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, keep, spread, need_smooth, store, M, S, C, P1, P2):
+    nr = Z.shape[0]
+    e = np.empty(0 if store else Z.shape[1], dtype=Z.dtype)
+    one = np.ones(1, dtype=Z.dtype)[0]
+    for i in range(j * ROWS_PER_TASK, min(nr, (j + 1) * ROWS_PER_TASK)):
+        if prob or t[r0 + i] != ignore_index:
+            _pass1_row(Z[i], i, r0 + i, k0, bias, has_bias, t, tp, prob, w, keep, spread, need_smooth, store, e, one, M, S, C, P1, P2)
+
+
+@_jit(parallel=True)
+def lce_pass1_par(Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, keep, spread, need_smooth, store, M, S, C, P1, P2):
+    """Online log-sum-exp update of the rows of the logits block ``Z`` (rows
+    r0.. of X, classes k0..); the bias is added to ``Z`` in place and, with
+    ``store``, ``Z`` becomes exp(Z - M)."""
+    for j in prange((Z.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        _pass1_rows(np.int64(j), Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, keep, spread, need_smooth, store, M, S, C, P1, P2)
+
+
+@_jit()
+def lce_pass1_ser(Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, keep, spread, need_smooth, store, M, S, C, P1, P2):
+    for j in range((Z.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        _pass1_rows(np.int64(j), Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, keep, spread, need_smooth, store, M, S, C, P1, P2)
+
+
+@_jit()
+def lce_finish(r0, t, ignore_index, prob, sw, sw_step, w, wsum, eps, n_classes, scale, M, S, C, P1, P2, loss, A, B):
+    """Losses of the rows of a block into ``loss[r0:]`` (float64, times the
+    sample weight) and their gradient coefficients: ``A[i]`` multiplies
+    exp(z - M), ``B[i]`` the class weight (times t'_k for probability
+    targets); ``S[i]`` becomes S + C - 1 (the sum of all terms but one
+    maximum) for the target's gradient entry.
+
+    Index target y: loss = (1-eps) w_y (M - z_y) + eps/K sum_k w_k (M - z_k) + T log1p(S + C - 1)
+    with T = (1-eps) w_y + eps W / K; probability target: loss = T (M + log1p(...)) - sum_k w_k t'_k z_k
+    with T = sum_k w_k t'_k.
+    """
+    nr = M.shape[0]
+    for i in range(nr):
+        r = r0 + i
+        s_r = sw[r * sw_step]
+        if not prob and t[r] == ignore_index:
+            loss[r] = 0.0
+            A[i] = 0.0
+            B[i] = 0.0
+            continue
+        sp = S[i] + (C[i] - 1.0)
+        lse_m = math.log1p(sp)
+        m = np.float64(M[i])
+        if prob:
+            total = P1[i]
+            value = total * (m + lse_m) - P2[i]
+            B[i] = scale * s_r
+        else:
+            wy = w[t[r]]
+            coef = (1.0 - eps) * wy
+            total = coef + eps * wsum / n_classes
+            value = coef * (m - P1[i]) + total * lse_m
+            if eps > 0.0:
+                value += eps / n_classes * (wsum * m - P2[i])
+            B[i] = scale * s_r * eps / n_classes
+        loss[r] = s_r * value
+        A[i] = scale * s_r * total / (1.0 + sp)
+        S[i] = sp
+
+
+@_jit()
+def _pass2_row(z, i, r, k0, bias, has_bias, t, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale_r, M, S, A, B, P1):
+    kb = z.shape[0]
+    if not stored:
+        if has_bias:
+            _add_bias(z, bias[k0 : k0 + kb])
+        _exp_inplace(z, M[i])
+    a = A[i]
+    b = B[i]
+    wb = w[k0 : k0 + kb]
+    if prob:
+        tr = tp[r, k0 : k0 + kb]
+        for k in range(kb):
+            z[k] = a * z[k] - b * (wb[k] * (keep * tr[k] + spread))
+    else:
+        for k in range(kb):
+            z[k] = a * z[k] - b * wb[k]
+        y = t[r] - k0
+        if y >= 0 and y < kb:
+            wy = w[t[r]]
+            sp = S[i]
+            if P1[i] == M[i]:
+                # p_y - 1 = -sp / (1 + sp) exactly where the target holds the maximum
+                z[y] = scale_r * (-(1.0 - eps) * wy * sp + eps / n_classes * (wsum - wy * (1.0 + sp))) / (1.0 + sp)
+            else:
+                z[y] = z[y] - scale_r * (1.0 - eps) * wy
+
+
+@_jit()
+def _pass2_rows(j, Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale, sw, sw_step, M, S, A, B, P1):
+    nr = Z.shape[0]
+    for i in range(j * ROWS_PER_TASK, min(nr, (j + 1) * ROWS_PER_TASK)):
+        r = r0 + i
+        if not prob and t[r] == ignore_index:
+            Z[i, :] = 0.0
+        else:
+            scale_r = scale * sw[r * sw_step]
+            _pass2_row(Z[i], i, r, k0, bias, has_bias, t, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale_r, M, S, A, B, P1)
+
+
+@_jit(parallel=True)
+def lce_pass2_par(Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale, sw, sw_step, M, S, A, B, P1):
+    """The logits block ``Z`` (or, with ``stored``, its exp(Z - M)) becomes the
+    block of the gradient with respect to the logits, in place."""
+    for j in prange((Z.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        _pass2_rows(np.int64(j), Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale, sw, sw_step, M, S, A, B, P1)
+
+
+@_jit()
+def lce_pass2_ser(Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale, sw, sw_step, M, S, A, B, P1):
+    for j in range((Z.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        _pass2_rows(np.int64(j), Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale, sw, sw_step, M, S, A, B, P1)
+
+
+# Columns per parallel task of the column sums.
+COLS_PER_TASK = 512
+
+
+@_jit()
+def _col_sums_span(j, G, out):
+    c0 = j * COLS_PER_TASK
+    c1 = min(G.shape[1], c0 + COLS_PER_TASK)
+    acc = np.zeros(c1 - c0)
+    for i in range(G.shape[0]):
+        g = G[i, c0:c1]
+        for k in range(c1 - c0):
+            acc[k] += g[k]
+    o = out[c0:c1]
+    for k in range(c1 - c0):
+        o[k] += acc[k]
+
+
+@_jit(parallel=True)
+def col_sums_par(G, out):
+    """``out += G.sum(axis=0)`` accumulated in float64, rows in order."""
+    for j in prange((G.shape[1] + COLS_PER_TASK - 1) // COLS_PER_TASK):
+        _col_sums_span(np.int64(j), G, out)
+
+
+@_jit()
+def col_sums_ser(G, out):
+    for j in range((G.shape[1] + COLS_PER_TASK - 1) // COLS_PER_TASK):
+        _col_sums_span(np.int64(j), G, out)
