@@ -501,32 +501,65 @@ def _lse_row(x, b, has_b, return_sign, e):
     return _lse_direct(x, b, False, return_sign)
 
 
+# Rows of at most TILE_MAX_C elements go through tiles of LANES rows (SIMD
+# across rows, see the cross-entropy kernels below); longer rows row by row.
+
+
+@_jit()
+def _softmax_tile_block(x):
+    """Rows per block of the tiled softmax: a function of the shape only."""
+    return LANES * max(1, min(64, (1 << 14) // (x.shape[1] * LANES)))
+
+
 @_jit(parallel=True)
 def softmax_par(x, out):
-    for i in prange(x.shape[0]):
-        _softmax_row(x[i], out[i])
+    if x.shape[1] <= TILE_MAX_C:
+        block = _softmax_tile_block(x)
+        for j in prange((x.shape[0] + block - 1) // block):
+            _softmax_tiles(np.int64(j), x, out, False, block)
+    else:
+        for i in prange(x.shape[0]):
+            _softmax_row(x[i], out[i])
 
 
 @_jit()
 def softmax_ser(x, out):
-    for i in range(x.shape[0]):
-        _softmax_row(x[i], out[i])
+    if x.shape[1] <= TILE_MAX_C:
+        block = _softmax_tile_block(x)
+        for j in range((x.shape[0] + block - 1) // block):
+            _softmax_tiles(np.int64(j), x, out, False, block)
+    else:
+        for i in range(x.shape[0]):
+            _softmax_row(x[i], out[i])
 
 
 @_jit(parallel=True)
 def log_softmax_par(x, out):
-    for i in prange(x.shape[0]):
-        _log_softmax_row(x[i], out[i])
+    if x.shape[1] <= TILE_MAX_C:
+        block = _softmax_tile_block(x)
+        for j in prange((x.shape[0] + block - 1) // block):
+            _softmax_tiles(np.int64(j), x, out, True, block)
+    else:
+        for i in prange(x.shape[0]):
+            _log_softmax_row(x[i], out[i])
 
 
 @_jit()
 def log_softmax_ser(x, out):
-    for i in range(x.shape[0]):
-        _log_softmax_row(x[i], out[i])
+    if x.shape[1] <= TILE_MAX_C:
+        block = _softmax_tile_block(x)
+        for j in range((x.shape[0] + block - 1) // block):
+            _softmax_tiles(np.int64(j), x, out, True, block)
+    else:
+        for i in range(x.shape[0]):
+            _log_softmax_row(x[i], out[i])
 
 
 @_jit()
 def _lse_block(j, x, b, b_step, return_sign, out, sgn, block):
+    if b_step == 0 and x.shape[1] <= TILE_MAX_C:
+        _lse_tiles(j, x, return_sign, out, sgn, block)
+        return
     e = np.empty(x.shape[1], dtype=x.dtype)
     for i in range(j * block, min(x.shape[0], (j + 1) * block)):
         out[i], sgn[i] = _lse_row(x[i], b[i * b_step], b_step == 1, return_sign, e)
@@ -860,6 +893,88 @@ def _ce_prob_tile(T, TT, nb, sw, sw_step, w, eps, scale, need_grad, M, F):
             wk = w[k]
             for i in range(nb):
                 tk[i] = A[i] * tk[i] - S[i] * wk * (keep * ttk[i] + spread)
+
+
+@_jit()
+def _softmax_tiles(j, x, out, log, block):
+    """softmax (or log_softmax) of rows [j * block, (j + 1) * block) of
+    ``x`` (rows of at most TILE_MAX_C elements) through tiles: the formulas
+    of :func:`_softmax_row` / :func:`_log_softmax_row`, which also take the
+    rows whose maximum is not finite."""
+    n, n_classes = x.shape
+    r0 = j * block
+    r1 = min(n, r0 + block)
+    x3 = x.reshape((n, n_classes, 1))
+    o3 = out.reshape((n, n_classes, 1))
+    T = np.empty((n_classes, LANES), dtype=x.dtype)
+    T2 = np.empty((n_classes, LANES) if log else (1, 1), dtype=x.dtype)
+    M = np.empty(LANES, dtype=x.dtype)
+    F = np.empty((3, LANES))
+    S, Cnt, L = F[0], F[1], F[2]
+    r = r0
+    while r < r1:
+        nb = min(LANES, r1 - r)
+        _tile_in(x3, r, 0, nb, T)
+        if log:
+            _tile_in(x3, r, 0, nb, T2)
+        _tile_max(T, nb, M)
+        _tile_exp(T, nb, M, S, Cnt)
+        if log:
+            for i in range(nb):
+                L[i] = flog1p(S[i] + (Cnt[i] - 1.0))
+            for k in range(n_classes):
+                tk = T2[k]
+                for i in range(nb):
+                    tk[i] = np.float64(tk[i] - M[i]) - L[i]
+            _tile_out(T2, r, 0, nb, o3)
+        else:
+            for i in range(nb):
+                L[i] = 1.0 / (S[i] + Cnt[i])
+            for k in range(n_classes):
+                tk = T[k]
+                for i in range(nb):
+                    tk[i] = tk[i] * L[i]
+            _tile_out(T, r, 0, nb, o3)
+        for i in range(nb):
+            if not abs(M[i]) < np.inf:
+                if log:
+                    _log_softmax_row(x[r + i], out[r + i])
+                else:
+                    _softmax_row(x[r + i], out[r + i])
+        r += nb
+
+
+@_jit()
+def _lse_tiles(j, x, return_sign, out, sgn, block):
+    """logsumexp without weights of rows [j * block, (j + 1) * block) of ``x``
+    (rows of at most TILE_MAX_C elements) through tiles: SciPy's
+    log1p(s / c) + log(c) + max of :func:`_lse_row`, which also takes the
+    rows whose maximum or result is not finite."""
+    n, n_classes = x.shape
+    r0 = j * block
+    r1 = min(n, r0 + block)
+    x3 = x.reshape((n, n_classes, 1))
+    T = np.empty((n_classes, LANES), dtype=x.dtype)
+    M = np.empty(LANES, dtype=x.dtype)
+    F = np.empty((3, LANES))
+    S, Cnt, L = F[0], F[1], F[2]
+    e = np.empty(n_classes, dtype=x.dtype)
+    r = r0
+    while r < r1:
+        nb = min(LANES, r1 - r)
+        _tile_in(x3, r, 0, nb, T)
+        _tile_max(T, nb, M)
+        _tile_exp(T, nb, M, S, Cnt)
+        for i in range(nb):
+            L[i] = flog1p(S[i] / Cnt[i]) + flog(Cnt[i]) + np.float64(M[i])
+        for i in range(nb):
+            v = L[i]
+            if abs(v) < np.inf:
+                out[r + i] = v
+                sgn[r + i] = 1.0
+            else:
+                out[r + i], sgn[r + i] = _lse_row(x[r + i], x[r + i], False, return_sign, e)
+        r += nb
 
 
 @_jit()

@@ -1238,3 +1238,28 @@ def test_large_sigmoid_float32_vs_scipy():
     assert_ulp_close(res, sp.expit(x.astype(np.float64)).astype(np.float32), 2, dtype=np.float32)
     res = log_sigmoid(x)
     assert_ulp_close(res, sp.log_expit(x.astype(np.float64)).astype(np.float32), 2, dtype=np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n_classes", [1, 2, 3, 5, 10, 11, 48, 49])
+@pytest.mark.parametrize("kind", ["logsumexp", "softmax", "log_softmax"])
+def test_many_short_rows_with_non_finite_values_vs_scipy(kind, n_classes, dtype):
+    # Rows of up to 48 elements go through tiles of 64 rows (SIMD across rows):
+    # several tiles and a partial one, rows with +-inf and NaN among finite
+    # rows, and the parallel kernel (more than 32768 elements) as well.
+    rng = np.random.default_rng(n_classes)
+    for n_rows in (301, 40_000 // n_classes + 7):
+        x = (3.0 * rng.standard_normal((n_rows, n_classes))).astype(dtype)
+        rows = rng.choice(n_rows, size=n_rows // 5, replace=False)
+        cols = rng.integers(0, n_classes, size=rows.size)
+        x[rows, cols] = rng.choice([np.inf, -np.inf, np.nan], size=rows.size)
+        x[rows[:5]] = -np.inf  # whole rows of -inf
+        ref = getattr(sp, kind)(x.astype(np.float64), axis=-1)
+        with np.errstate(all="ignore"):
+            got = getattr(fastce, kind)(x, axis=-1)
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        # atol: SciPy's log_softmax takes log(sum) of terms around 1, with an
+        # absolute error of ~1e-16 (ours keeps the max term out: log1p)
+        tol = dict(rtol=1e-12, atol=1e-15) if dtype == "float64" else dict(rtol=2e-6, atol=1e-6)
+        np.testing.assert_allclose(got, ref, equal_nan=True, **tol)
