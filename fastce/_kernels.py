@@ -915,8 +915,12 @@ def _softmax_tiles(j, x, out, log, block):
     while r < r1:
         nb = min(LANES, r1 - r)
         _tile_in(x3, r, 0, nb, T)
-        if log:
-            _tile_in(x3, r, 0, nb, T2)
+        if log:  # keep the inputs: _tile_exp overwrites T
+            for k in range(n_classes):
+                src = T[k]
+                dst = T2[k]
+                for i in range(nb):
+                    dst[i] = src[i]
         _tile_max(T, nb, M)
         _tile_exp(T, nb, M, S, Cnt)
         if log:
