@@ -21,6 +21,13 @@ How the work is split:
   cross-entropy the rows are axis 0: the class axis (and any further axes)
   are put in one chunk, and targets and sample weights are rechunked to the
   input's row chunks.
+* **linear_cross_entropy** (:func:`linear_cross_entropy`): ``X`` is chunked
+  along rows (the features in one chunk), ``W``, ``bias`` and ``weight``
+  are one chunk each. Each row chunk runs the NumPy function once, with
+  ``reduction="sum"``, giving as above the loss sum, the denominator share
+  and ``grad_X``, plus the chunk's partial ``grad_W`` and ``grad_bias``,
+  which are added in float64 by a tree reduction and then scaled by the
+  global denominator.
 * **logsumexp, softmax, log_softmax** over axes that span several chunks:
   each chunk gives a float64 pair ``(log|s|, sign(s))`` of its partial sum
   ``s = sum(b * exp(a))``, and the pairs are merged by
@@ -79,6 +86,7 @@ __all__ = [
     "cross_entropy",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "linear_cross_entropy",
 ]
 
 _EXTRA = 'fastce\'s Dask support needs Dask: install it with pip install "fastce[dask]"'
@@ -213,7 +221,10 @@ def _subset(new_axes, ind):
     return {k: v for k, v in new_axes.items() if k in ind}
 
 
-def _assemble(da, parts, part_ind, loss_ind, grad_ind, new_axes, reduction, return_grad, out_dtype, scale_grad=True):
+def _assemble(
+    da, parts, part_ind, loss_ind, grad_ind, new_axes, reduction, return_grad, out_dtype, scale_grad=True,
+    with_totals=False,
+):  # fmt: skip
     """The lazy results from the per-chunk tuples ``parts``.
 
     ``part_ind`` are the indices of ``parts`` (one element per chunk),
@@ -222,6 +233,8 @@ def _assemble(da, parts, part_ind, loss_ind, grad_ind, new_axes, reduction, retu
     axes in one chunk, of the sizes in ``new_axes``. For ``"mean"`` the
     chunks' gradients (of their loss sums) are divided by the global
     denominator unless ``scale_grad`` is false (the chunk did it).
+    With ``with_totals`` (and `return_grad`), the lazy float64
+    ``[loss sum, denominator]`` (None for ``"none"``) is returned third.
     """
     totals = None
     if reduction == "none":
@@ -250,7 +263,7 @@ def _assemble(da, parts, part_ind, loss_ind, grad_ind, new_axes, reduction, retu
         new_axes=_subset(new_axes, grad_ind), concatenate=True,
         dtype=out_dtype, meta=_meta(len(grad_ind), out_dtype), dtype_=out_dtype, mean=mean,
     )  # fmt: skip
-    return loss, grad
+    return (loss, grad, totals) if with_totals else (loss, grad)
 
 
 # ---------------------------------------------------------------------------
@@ -442,6 +455,255 @@ def cross_entropy(
             grad = grad.reshape((n_classes,))
         out = (loss, grad) if return_grad else loss
     return out
+
+
+# ---------------------------------------------------------------------------
+# Cross-entropy of a linear layer
+
+
+def _lce_chunk(x, w_lin, t, b, w, sw, *, ignore_index, reduction, eps, return_grad, n_threads, buffer_bytes):
+    from . import linear_ce
+
+    red = "none" if reduction == "none" else "sum"
+    loss, den, gx, gw, gb = linear_ce.linear_cross_entropy(
+        x, w_lin, t, b, w, ignore_index, red, eps, sample_weight=sw, return_grad=return_grad,
+        n_threads=n_threads, buffer_bytes=buffer_bytes, _partial=True,
+    )  # fmt: skip
+    if red == "sum":
+        loss = np.array([[loss, den]])
+    return loss, gx, gw, gb
+
+
+def _pick_partial(part, index):
+    """A chunk's partial gradient (2 for W, 3 for the bias) in float64, on a new axis 0."""
+    return np.asarray(part[index], dtype=np.float64)[None]
+
+
+def _scaled_sum(total, totals, dtype_, mean):
+    if mean:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            total = total * (np.float64(1.0) / totals[1])
+    return total.astype(dtype_, copy=False)
+
+
+def linear_cross_entropy(
+    X,
+    W,
+    target,
+    bias=None,
+    weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    *,
+    sample_weight=None,
+    return_grad=False,
+    n_threads=None,
+    buffer_bytes=None,
+):
+    """:func:`fastce.linear_cross_entropy` on Dask arrays chunked along rows.
+
+    Each chunk of rows of `X` runs the NumPy function once (with its logits
+    buffer of at most `buffer_bytes`), so no chunk ever holds its N x K logits.
+    The chunks' partial gradients with respect to `W` and `bias` are added
+    in float64 by a tree reduction.
+
+    Parameters
+    ----------
+    X : dask.array.Array or array_like of shape (N, D) or (D,)
+        Inputs of the linear layer. Chunks along the rows are kept, the
+        features are rechunked to one chunk. NumPy input gets the row chunks
+        of a Dask `target` or `sample_weight` (else one chunk).
+    W : dask.array.Array or array_like of shape (K, D)
+        Weight of the linear layer, in one chunk (sent once to each worker
+        that runs a chunk).
+    target : dask.array.Array or array_like
+        Class indices of shape ``(N,)`` or probabilities of shape ``(N, K)``;
+        rechunked to `X`'s row chunks.
+    bias : dask.array.Array or array_like of shape (K,), default=None
+    weight : dask.array.Array or array_like of shape (K,), default=None
+        Class weights.
+    ignore_index : int, default=-100
+    reduction : {"mean", "sum", "none"}, default="mean"
+    label_smoothing : float in [0, 1], default=0.0
+    sample_weight : dask.array.Array or array_like of shape (N,), default=None
+        Rechunked like `target`.
+    return_grad : bool, default=False
+    n_threads : int, default=None
+        Threads of each chunk's kernels and BLAS, in the process that runs it.
+    buffer_bytes : int, default=None
+        Size of each chunk's logits buffer (None: 128 MiB).
+
+    Returns
+    -------
+    loss : dask.array.Array
+        0-d for ``"mean"`` and ``"sum"`` (the mean divides by the global
+        denominator), of shape ``(N,)`` chunked like `X`'s rows for ``"none"``.
+    grad_X : dask.array.Array
+        Only with `return_grad`: chunked like `X`.
+    grad_W : dask.array.Array
+        Only with `return_grad`: of `W`'s shape, one chunk.
+    grad_bias : dask.array.Array or None
+        Only with `return_grad`: of shape (K,), None when `bias` is None.
+
+    See Also
+    --------
+    fastce.linear_cross_entropy : The semantics, on NumPy arrays.
+
+    Examples
+    --------
+    >>> import dask
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import fastce
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((100, 8))
+    >>> W = rng.standard_normal((5, 8))
+    >>> y = rng.integers(0, 5, size=100)
+    >>> out = fastce.linear_cross_entropy(da.from_array(X, chunks=30), W, y, return_grad=True)
+    >>> loss, gX, gW, gb = out
+    >>> gX.chunks, gW.shape, gb
+    (((30, 30, 30, 10), (8,)), (5, 8), None)
+    >>> with dask.config.set(scheduler="synchronous"):
+    ...     loss, gX, gW = dask.compute(loss, gX, gW)  # each chunk's kernels run once
+    >>> expected = fastce.linear_cross_entropy(X, W, y, return_grad=True)
+    >>> bool(np.isclose(loss, expected[0], rtol=1e-13) and np.allclose(gW, expected[2], rtol=1e-13))
+    True
+    """
+    from .linear_ce import _check_buffer_bytes
+
+    da = _require_dask()
+    reduction = check_reduction(reduction)
+    eps = check_label_smoothing(label_smoothing)
+    ignore_index = check_index(ignore_index, "ignore_index")
+    return_grad = check_flag(return_grad, "return_grad")
+    n_threads = _check_n_threads(n_threads)
+    buffer_bytes = _check_buffer_bytes(buffer_bytes)
+
+    row_chunks = None
+    for other in (target, sample_weight):
+        if isinstance(other, da.Array) and other.ndim >= 1 and not isinstance(X, da.Array):
+            row_chunks = other.chunks[0]
+            break
+    if row_chunks is not None and np.ndim(X) == 2 and sum(row_chunks) == np.shape(X)[0]:
+        x = _as_dask(da, X, "X", chunks=(row_chunks, (np.shape(X)[1],)))
+    else:
+        x = _as_dask(da, X, "X")
+    w_lin = _as_dask(da, W, "W").rechunk(-1)
+    out_dtype = np.result_type(_loss_dtype(x, "X"), _loss_dtype(w_lin, "W"))
+    if x.ndim not in (1, 2):
+        raise ValueError(f"X must have shape (N, D) or (D,), got shape {x.shape}")
+    if w_lin.ndim != 2:
+        raise ValueError(f"W must have shape (K, D), got shape {w_lin.shape}")
+    single = x.ndim == 1
+    if single:
+        x = x.rechunk(-1).reshape(1, x.shape[0])
+    x = x.rechunk({1: -1})
+    n, d = x.shape
+    k = w_lin.shape[0]
+    if w_lin.shape[1] != d:
+        raise ValueError(
+            f"W must have shape (K, {d}) for X of shape {x.shape[1:] if single else x.shape} "
+            f"(same number of features), got {w_lin.shape}"
+        )
+    if k == 0:
+        raise ValueError("W must have at least one row (one class), got shape (0, D)")
+    rows = x.chunks[0]
+    row_shape = () if single else (n,)
+
+    def one_chunk(value, name):
+        if value is None:
+            return None, None
+        arr = _as_dask(da, value, name).rechunk(-1)
+        if arr.shape != (k,):
+            what = "one per class, the rows of W" if name == "bias" else "one weight per class"
+            raise ValueError(f"{name} must have shape ({k},) ({what}), got {arr.shape}")
+        return arr, ("k",)
+
+    b, b_ind = one_chunk(bias, "bias")
+    w, w_ind = one_chunk(weight, "weight")
+
+    if isinstance(target, da.Array) or _is_dask_collection(target):
+        tgt = _as_dask(da, target, "target")
+    else:
+        tgt = as_real_array(target, "target")
+    prob_shape = (k,) if single else (n, k)
+    probabilities = tgt.shape == prob_shape and tgt.dtype.kind == "f"
+    if probabilities:
+        if ignore_index >= 0:
+            raise ValueError(
+                f"ignore_index={ignore_index} is not supported with class-probability targets; leave it negative"
+            )
+    else:
+        if tgt.dtype.kind not in "iu":
+            raise TypeError(
+                f"target must hold integer class indices of shape {row_shape} or class probabilities of "
+                f"shape {prob_shape}; got dtype {tgt.dtype} and shape {tgt.shape}"
+            )
+        if tgt.shape != row_shape:
+            raise ValueError(
+                f"target of class indices must have shape {row_shape} for X of shape "
+                f"{x.shape[1:] if single else x.shape} (or {prob_shape} for class probabilities), got {tgt.shape}"
+            )
+    if single:
+        tgt = tgt.reshape((1,) + tgt.shape)
+    tgt = _rows_like(da, tgt, rows)
+
+    sw, sw_ind = None, None
+    if sample_weight is not None:
+        if isinstance(sample_weight, da.Array) or _is_dask_collection(sample_weight):
+            sw = _as_dask(da, sample_weight, "sample_weight")
+            bcast = da.broadcast_to
+        else:
+            sw = as_real_array(sample_weight, "sample_weight")
+            bcast = np.broadcast_to
+        try:
+            if np.broadcast_shapes(sw.shape, row_shape) != row_shape:
+                raise ValueError
+            sw = bcast(sw, row_shape)
+        except ValueError:
+            raise ValueError(
+                f"sample_weight of shape {sw.shape} does not broadcast to the target's row shape {row_shape}"
+            ) from None
+        sw = _rows_like(da, sw.reshape((1,)) if single else sw, rows)
+        sw_ind = ("i",)
+
+    parts = da.blockwise(
+        _lce_chunk, ("i",),
+        x, ("i", "d"), w_lin, ("k", "d"), tgt, ("i", "k") if probabilities else ("i",), b, b_ind, w, w_ind,
+        sw, sw_ind,
+        concatenate=True, dtype=object, meta=np.empty((0,), dtype=object),
+        ignore_index=ignore_index, reduction=reduction, eps=eps, return_grad=return_grad,
+        n_threads=n_threads, buffer_bytes=buffer_bytes,
+    )  # fmt: skip
+    out = _assemble(
+        da, parts, ("i",), ("i",), ("i", "d"), {"d": d}, reduction, return_grad, out_dtype, with_totals=True
+    )
+    if not return_grad:
+        return out.reshape(()) if single and reduction == "none" else out
+    loss, grad_x, totals = out
+    mean = reduction == "mean"
+
+    def reduced(index, ind, new_axes):
+        partial = da.blockwise(
+            _pick_partial, ("i",) + ind, parts, ("i",), index=index,
+            new_axes=new_axes, adjust_chunks={"i": 1},
+            dtype=np.float64, meta=_meta(len(ind) + 1, np.float64),
+        )  # fmt: skip
+        total = partial.sum(axis=0, dtype=np.float64)  # a tree reduction over the chunks
+        totals_args = (totals, ("_k",)) if mean else (None, None)
+        return da.blockwise(
+            _scaled_sum, ind, total, ind, *totals_args, concatenate=True,
+            dtype=out_dtype, meta=_meta(len(ind), out_dtype), dtype_=out_dtype, mean=mean,
+        )  # fmt: skip
+
+    grad_w = reduced(2, ("k", "d"), {"k": k, "d": d})
+    grad_b = reduced(3, ("k",), {"k": k}) if b is not None else None
+    if single:
+        if reduction == "none":
+            loss = loss.reshape(())
+        grad_x = grad_x.reshape((d,))
+    return loss, grad_x, grad_w, grad_b
 
 
 # ---------------------------------------------------------------------------

@@ -111,6 +111,14 @@ def _gemm_acc(a, b, c, gemm):
         c[...] = out.T
 
 
+def _check_buffer_bytes(buffer_bytes):
+    if buffer_bytes is None:
+        return _BUFFER_BYTES
+    if isinstance(buffer_bytes, bool) or not isinstance(buffer_bytes, (int, np.integer)) or buffer_bytes < 1:
+        raise ValueError(f"buffer_bytes must be a positive int (bytes) or None, got {buffer_bytes!r}")
+    return int(buffer_bytes)
+
+
 def _sample_weights(sample_weight, n_rows, row_shape):
     if sample_weight is None:
         return np.ones(1), 0
@@ -140,6 +148,7 @@ def linear_cross_entropy(
     buffer_bytes=None,
     _blocks=None,
     _grad_X=True,
+    _partial=False,
 ):
     r"""Cross-entropy of the logits ``X @ W.T + bias`` without materialising them.
 
@@ -154,7 +163,8 @@ def linear_cross_entropy(
     ----------
     X : array_like of shape (N, D) or (D,)
         Inputs of the linear layer, floating point (float16 is computed in
-        float32). A 1-D `X` is one sample.
+        float32). A 1-D `X` is one sample. Dask arrays (for any argument)
+        give lazy Dask results: see :func:`fastce.dask.linear_cross_entropy`.
     W : array_like of shape (K, D)
         Weight of the linear layer (one row per class), floating point.
     target : array_like
@@ -235,11 +245,12 @@ def linear_cross_entropy(
     True
     """
     if _is_dask_collection(X, W, target, bias, weight, sample_weight):
-        # np.asarray would compute the whole Dask graph here, silently
-        raise TypeError(
-            "linear_cross_entropy does not take Dask arrays; compute them first, or pass Dask logits "
-            "X @ W.T + bias to fastce.cross_entropy"
-        )
+        from . import dask
+
+        return dask.linear_cross_entropy(
+            X, W, target, bias, weight, ignore_index, reduction, label_smoothing,
+            sample_weight=sample_weight, return_grad=return_grad, n_threads=n_threads, buffer_bytes=buffer_bytes,
+        )  # fmt: skip
     reduction = check_reduction(reduction)
     eps = check_label_smoothing(label_smoothing)
     ignore_index = check_index(ignore_index, "ignore_index")
@@ -324,10 +335,7 @@ def linear_cross_entropy(
     keep, spread = 1.0 - eps, eps / k
     need_smooth = eps > 0.0
 
-    if buffer_bytes is None:
-        buffer_bytes = _BUFFER_BYTES
-    elif isinstance(buffer_bytes, bool) or not isinstance(buffer_bytes, (int, np.integer)) or buffer_bytes < 1:
-        raise ValueError(f"buffer_bytes must be a positive int (bytes) or None, got {buffer_bytes!r}")
+    buffer_bytes = _check_buffer_bytes(buffer_bytes)
     if _blocks is None:
         rows, kb = _plan(n, k, dtype.itemsize, int(buffer_bytes))
     else:  # for the tests: force a block layout (rows, classes)
@@ -397,6 +405,14 @@ def linear_cross_entropy(
                 if has_bias:
                     run_kernel(LK.col_sums_par, LK.col_sums_ser, n_threads, Z.size, Z, gb[k0:k1])
 
+    if _partial:
+        # For fastce.dask (one chunk of rows, reduction "sum" or "none"): the
+        # float64 losses or their sum, the chunk's share of the mean's
+        # denominator, the gradients in the compute dtype (grad_bias float64).
+        loss = losses.reshape(row_shape) if reduction == "none" else float(np.sum(losses))
+        if not return_grad:
+            return loss, float(denominator), None, None, None
+        return loss, float(denominator), gX.reshape(x.shape), gW, (gb if has_bias else None)
     if reduction == "none":
         loss = losses.astype(out_dtype).reshape(row_shape)
     else:

@@ -220,6 +220,108 @@ def test_loss_and_grad_read_each_chunk_once(monkeypatch):
     assert_same(got_grad, want_grad, np.float64)
 
 
+def lce_data(dtype, seed=5):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, 6)).astype(dtype)
+    W = rng.normal(size=(C, 6)).astype(dtype)
+    b = rng.normal(size=C).astype(dtype)
+    t = rng.integers(0, C, size=N)
+    t[::7] = -100
+    return rng, X, W, b, t
+
+
+def lce_reference(X, W, t, b=None, **kw):
+    """Unfused, in float64: the logits, fastce.cross_entropy and the chain rule."""
+    X64, W64 = X.astype(np.float64), W.astype(np.float64)
+    z = X64 @ W64.T + (0.0 if b is None else b.astype(np.float64))
+    loss, g = fastce.cross_entropy(z, t, return_grad=True, **kw)
+    return loss, g @ W64, g.T @ X64, None if b is None else g.sum(axis=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_cross_entropy_on_cluster(client, dtype):
+    rng, X, W, b, t = lce_data(dtype)
+    w = rng.uniform(0.5, 2.0, size=C)
+    sw = rng.uniform(0.0, 2.0, size=N)
+    probs = rng.dirichlet(np.ones(C), size=N)
+    Xd = da.from_array(X, chunks=(CHUNKINGS["uneven"], 4))  # the features are rechunked to one chunk
+    cases = [
+        (t, b, {}),
+        (t, None, {"weight": w, "label_smoothing": 0.2}),
+        (da.from_array(np.where(t < 0, 3, t), chunks=50), da.from_array(b, chunks=3),
+         {"sample_weight": da.from_array(sw, chunks=17), "ignore_index": 3, "weight": da.from_array(w, chunks=4)}),
+        (probs.astype(dtype), b, {"sample_weight": sw, "label_smoothing": 0.1}),
+    ]  # fmt: skip
+    lazy, expected = [], []
+    for target, bias, kw in cases:
+        tn = np.asarray(target)
+        bn = None if bias is None else np.asarray(bias)
+        kn = {k: np.asarray(v) if isinstance(v, da.Array) else v for k, v in kw.items()}
+        for reduction in ("mean", "sum", "none"):
+            out = fastce.linear_cross_entropy(Xd, W, target, bias, reduction=reduction, return_grad=True, **kw)
+            assert out[1].chunks == (CHUNKINGS["uneven"], (6,))
+            assert (out[3] is None) == (bias is None)
+            lazy += [o for o in out if o is not None]
+            ref = lce_reference(X, W, tn, bn, reduction=reduction, **kn)
+            expected += [np.asarray(r).astype(dtype) for r in ref if r is not None]
+        lazy.append(fastce.linear_cross_entropy(Xd, W, target, bias, **kw))  # without the gradients
+        expected.append(np.asarray(lce_reference(X, W, tn, bn, **kn)[0]).astype(dtype))
+    for got, want in zip(run(client, *lazy), expected):
+        got, want = np.asarray(got), np.asarray(want)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        rtol = 2e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * 0.1)
+
+
+def test_linear_cross_entropy_reads_each_chunk_once(monkeypatch):
+    import fastce.linear_ce
+
+    calls = []
+    original = fastce.linear_ce.linear_cross_entropy
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fastce.linear_ce, "linear_cross_entropy", counting)
+    _, X, W, b, t = lce_data(np.float64)
+    out = fastce.linear_cross_entropy(da.from_array(X, chunks=(CHUNKINGS["uneven"], 6)), W, t, b, return_grad=True)
+    assert calls == []  # lazy
+    got = sync(*out)
+    assert sorted(calls) == sorted((n, 6) for n in CHUNKINGS["uneven"])
+    for g, w in zip(got, original(X, W, t, b, return_grad=True)):
+        assert_same(g, w, np.float64)
+
+
+def test_linear_cross_entropy_single_row_float16_and_errors():
+    _, X, W, b, t = lce_data(np.float64)
+    for reduction in ("mean", "none"):
+        got = sync(*fastce.linear_cross_entropy(da.from_array(X[0]), W, 2, b, reduction=reduction, return_grad=True))
+        want = lce_reference(X[:1], W, np.array([2]), b, reduction=reduction)
+        assert [g.shape for g in got] == [(), (6,), (C, 6), (C,)]
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, np.reshape(w, np.shape(g)), rtol=1e-12)
+    x16, w16 = X.astype(np.float16), W.astype(np.float16)
+    got = sync(*fastce.linear_cross_entropy(da.from_array(x16, chunks=30), w16, t, return_grad=True))
+    assert all(g.dtype == np.float16 for g in got if g is not None)
+    want = lce_reference(x16, w16, t)
+    for g, w in zip(got, want):
+        if w is not None:
+            np.testing.assert_allclose(g.astype(np.float32), w, rtol=1e-2, atol=1e-4)
+    Xd = da.from_array(X, chunks=30)
+    for args, kw, exc, match in [
+        ((W[:, :-1], t), {}, ValueError, "W must have shape"),
+        ((W, t[:-1]), {}, ValueError, "target of class indices must have shape"),
+        ((W, t), {"bias": np.ones(C + 1)}, ValueError, "bias must have shape"),
+        ((W, t), {"weight": da.ones(C + 1)}, ValueError, "weight must have shape"),
+        ((W, t), {"sample_weight": np.ones(N + 1)}, ValueError, "sample_weight of shape"),
+        ((W, t), {"buffer_bytes": 0}, ValueError, "buffer_bytes"),
+        ((W.astype(int), t), {}, TypeError, "W must be a floating-point"),
+    ]:
+        with pytest.raises(exc, match=match):
+            fastce.linear_cross_entropy(Xd, *args, **kw)
+
+
 def test_float16_and_numpy_input_with_dask_target():
     _, x, t, _ = data(np.float64)
     td = da.from_array(t, chunks=30)

@@ -297,12 +297,45 @@ def test_buffer_size_changes_blocks_not_results():
             linear_cross_entropy(X, W, y, buffer_bytes=bad)
 
 
-def test_dask_input_is_refused_not_computed():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dask_input_gives_lazy_results(dtype):
+    # Dask X (uneven row chunks, features split: rechunked), lazy until computed,
+    # against the unfused float64 reference; threaded and synchronous schedulers
+    dask = pytest.importorskip("dask")
     da = pytest.importorskip("dask.array")
     rng = np.random.default_rng(13)
-    X, W, b, y = _problem(rng, n=6, d=3, k=4)
-    with pytest.raises(TypeError, match="does not take Dask arrays"):
-        linear_cross_entropy(da.from_array(X, chunks=3), W, y, b)
+    X, W, b, y = _problem(rng, n=40, d=6, k=9, dtype=dtype)
+    y[::6] = -100
+    cw = rng.uniform(0.5, 2.0, 9)
+    sw = rng.uniform(0.0, 2.0, 40)
+    Xd = da.from_array(X, chunks=((15, 10, 15), (4, 2)))
+    cases = [
+        ({}, {}),
+        ({"bias": b, "weight": cw, "label_smoothing": 0.2}, {"weight": cw, "label_smoothing": 0.2}),
+        ({"bias": da.from_array(b, chunks=4), "sample_weight": da.from_array(sw, chunks=7), "reduction": "sum"},
+         {"sample_weight": sw, "reduction": "sum"}),
+    ]  # fmt: skip
+    for scheduler in ("synchronous", "threads"):
+        for kw, ref_kw in cases:
+            out = linear_cross_entropy(Xd, W, y, return_grad=True, **kw)
+            assert all(isinstance(o, da.Array) for o in out if o is not None)
+            assert out[1].chunks == ((15, 10, 15), (6,))
+            lazy = [o for o in out if o is not None]
+            got = list(dask.compute(*lazy, scheduler=scheduler)) + [None] * (4 - len(lazy))
+            assert all(g.dtype == dtype for g in got if g is not None)
+            bias = kw.get("bias")
+            ref = _reference(X, W, y, None if bias is None else b, **ref_kw)
+            _check(got, ref, dtype)
+    # without the gradient, reduction "none": per-row losses chunked like X's rows
+    loss = linear_cross_entropy(Xd, W, y, b, reduction="none")
+    assert loss.chunks == ((15, 10, 15),)
+    ref = _reference(X, W, y, b, reduction="none")[0]
+    np.testing.assert_allclose(loss.compute(scheduler="synchronous"), ref, rtol=RTOL[dtype], atol=ATOL[dtype])
+    # a class index out of range is found when computed
+    bad = y.copy()
+    bad[30] = 9
+    with pytest.raises(ValueError, match="target holds class index"):
+        linear_cross_entropy(Xd, W, bad).compute(scheduler="synchronous")
 
 
 def test_exp_copy_matches_numpy():
