@@ -578,6 +578,106 @@ def logsumexp_ser(x, b, b_step, return_sign, out, sgn, block):
 
 
 # ---------------------------------------------------------------------------
+# Few long rows: each row is cut in segments of SEGMENT elements that the
+# threads share. A segment gives (max, sum of exp(x - max) off its maximum,
+# count of its maximum); merge_segments combines a row's segments in a fixed
+# order into the row's (max, sum off max, count), as _row_max and
+# _row_sum_off_max give for a whole row. The segments depend on the shape
+# only, so the results do not depend on the thread count.
+
+SEGMENT = 1 << 15
+SPLIT_MIN_COLS = 1 << 18  # rows at least this long ...
+SPLIT_MAX_ROWS = 8  # ... in arrays of at most this many rows are split
+
+
+@_jit()
+def _segment_stats(j, x, n_seg, M, S, Cn):
+    r = j // n_seg
+    s0 = (j - r * n_seg) * SEGMENT
+    xs = x[r, s0 : min(x.shape[1], s0 + SEGMENT)]
+    m = _row_max(xs)
+    M[j] = m
+    if abs(m) < np.inf:
+        e = np.empty(xs.shape[0], dtype=x.dtype)
+        s, c = _row_exp_sum(xs, m, e)
+    else:  # all -inf (adds nothing), or +inf / all NaN (the row is redone as a whole)
+        s, c = 0.0, 0.0
+    S[j] = s
+    Cn[j] = c
+
+
+@_jit(parallel=True)
+def segment_stats_par(x, n_seg, M, S, Cn):
+    for j in prange(x.shape[0] * n_seg):
+        _segment_stats(np.int64(j), x, n_seg, M, S, Cn)
+
+
+@_jit()
+def segment_stats_ser(x, n_seg, M, S, Cn):
+    for j in range(x.shape[0] * n_seg):
+        _segment_stats(np.int64(j), x, n_seg, M, S, Cn)
+
+
+@_jit()
+def merge_segments(n_seg, M, S, Cn, out_m, out_s, out_c):
+    """Per row: the maximum over its segments and the float64 sum off it and
+    count, rescaling each segment's sum by exp(segment max - max). A row
+    whose maximum is not finite gets NaN sums (the caller redoes it)."""
+    for r in range(out_m.shape[0]):
+        m = M[r * n_seg]
+        for j in range(r * n_seg + 1, (r + 1) * n_seg):
+            m = _maxnum(m, M[j])
+        s = 0.0
+        c = 0.0
+        if abs(m) < np.inf:
+            for j in range(r * n_seg, (r + 1) * n_seg):
+                mj = M[j]
+                if mj == m:
+                    s += S[j]
+                    c += Cn[j]
+                elif mj > -np.inf:
+                    s += (S[j] + Cn[j]) * math.exp(np.float64(mj) - np.float64(m))
+                elif mj != mj:  # a segment of NaN only
+                    s += np.nan
+        else:
+            s = np.nan
+        out_m[r] = m
+        out_s[r] = s
+        out_c[r] = c
+
+
+@_jit()
+def _segment_apply(j, x, n_seg, m, a, log, out):
+    r = j // n_seg
+    s0 = (j - r * n_seg) * SEGMENT
+    s1 = min(x.shape[1], s0 + SEGMENT)
+    mr = m[r]
+    ar = a[r]
+    xr = x[r]
+    orow = out[r]
+    if log:
+        for k in range(s0, s1):
+            orow[k] = np.float64(xr[k] - mr) - ar
+    else:
+        for k in range(s0, s1):
+            orow[k] = fexp(xr[k] - mr) * ar
+
+
+@_jit(parallel=True)
+def segment_apply_par(x, n_seg, m, a, log, out):
+    """softmax (``out = exp(x - m) * a``) or log_softmax (``out = (x - m) - a``)
+    of each row, segment by segment."""
+    for j in prange(x.shape[0] * n_seg):
+        _segment_apply(np.int64(j), x, n_seg, m, a, log, out)
+
+
+@_jit()
+def segment_apply_ser(x, n_seg, m, a, log, out):
+    for j in range(x.shape[0] * n_seg):
+        _segment_apply(np.int64(j), x, n_seg, m, a, log, out)
+
+
+# ---------------------------------------------------------------------------
 # elementwise sigmoid / log-sigmoid on flat arrays, in blocks
 
 

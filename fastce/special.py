@@ -137,11 +137,20 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
         b2 = to_rows(bb, axes, compute)[0] if bb is not None else np.zeros((1, 1), dtype=compute)
         out = np.empty(x2.shape[0], dtype=compute)
         sgn = np.empty(x2.shape[0], dtype=compute)
-        block = max(1, min(4096, (1 << 14) // x2.shape[1]))
-        run_kernel(
-            K.logsumexp_par, K.logsumexp_ser, None, x2.size,
-            x2, b2, int(bb is not None), return_sign, out, sgn, block,
-        )  # fmt: skip
+        if bb is None and _split_rows(x2):
+            m, s, c, _ = _segment_stats(x2)
+            with np.errstate(all="ignore"):
+                out[:] = np.log1p(s / c) + np.log(c) + m  # as K._lse_row, in float64
+            sgn[:] = 1.0
+            e = np.empty(x2.shape[1], dtype=compute)
+            for i in np.flatnonzero(~np.isfinite(out)):
+                out[i], sgn[i] = K._lse_row(x2[i], x2[i], False, return_sign, e)
+        else:
+            block = max(1, min(4096, (1 << 14) // x2.shape[1]))
+            run_kernel(
+                K.logsumexp_par, K.logsumexp_ser, None, x2.size,
+                x2, b2, int(bb is not None), return_sign, out, sgn, block,
+            )  # fmt: skip
         out = out.astype(dtype, copy=False).reshape(reduced_shape)
         sgn = sgn.astype(dtype, copy=False).reshape(reduced_shape)
     if not keepdims:
@@ -150,6 +159,29 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     if out.ndim == 0:
         out, sgn = out[()], sgn[()]
     return (out, sgn) if return_sign else out
+
+
+def _split_rows(x2):
+    """Few long rows: split each in segments that the threads share (the
+    choice depends on the shape only, so results do not depend on threads)."""
+    return x2.shape[0] <= K.SPLIT_MAX_ROWS and x2.shape[1] >= K.SPLIT_MIN_COLS
+
+
+def _segment_stats(x2):
+    """Per row of ``x2``: its maximum (in x2's dtype), the float64 sum of
+    exp(x - max) off the maximum and the count of the maximum, from the
+    segments; and the number of segments per row."""
+    n_rows, n_cols = x2.shape
+    n_seg = (n_cols + K.SEGMENT - 1) // K.SEGMENT
+    M = np.empty(n_rows * n_seg, dtype=x2.dtype)
+    S = np.empty(n_rows * n_seg)
+    Cn = np.empty(n_rows * n_seg)
+    run_kernel(K.segment_stats_par, K.segment_stats_ser, None, x2.size, x2, n_seg, M, S, Cn)
+    m = np.empty(n_rows, dtype=x2.dtype)
+    s = np.empty(n_rows)
+    c = np.empty(n_rows)
+    K.merge_segments(n_seg, M, S, Cn, m, s, c)
+    return m, s, c, n_seg
 
 
 def _softmax_like(x, axis, par, ser, name):
@@ -173,7 +205,16 @@ def _softmax_like(x, axis, par, ser, name):
         raise ValueError(f"{name} along an axis of length 0 is undefined (x has shape {arr.shape}, axis={axis})")
     x2, kept = to_rows(arr, axes, compute)
     out2 = np.empty_like(x2)
-    run_kernel(par, ser, None, x2.size, x2, out2)
+    if _split_rows(x2):
+        log = name == "log_softmax"
+        m, s, c, n_seg = _segment_stats(x2)
+        with np.errstate(all="ignore"):
+            a = np.log1p(s + (c - 1.0)) if log else 1.0 / (s + c)  # as K._log_softmax_row / K._softmax_row
+        run_kernel(K.segment_apply_par, K.segment_apply_ser, None, x2.size, x2, n_seg, m, a, log, out2)
+        for i in np.flatnonzero(~np.isfinite(m)):
+            (K._log_softmax_row if log else K._softmax_row)(x2[i], out2[i])
+    else:
+        run_kernel(par, ser, None, x2.size, x2, out2)
     out = from_rows(out2, arr.shape, axes)
     out = np.ascontiguousarray(out, dtype=out_dtype)
     return out.reshape(())[()] if scalar else out

@@ -1263,3 +1263,39 @@ def test_many_short_rows_with_non_finite_values_vs_scipy(kind, n_classes, dtype)
         # absolute error of ~1e-16 (ours keeps the max term out: log1p)
         tol = dict(rtol=1e-12, atol=1e-15) if dtype == "float64" else dict(rtol=2e-6, atol=1e-6)
         np.testing.assert_allclose(got, ref, equal_nan=True, **tol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["logsumexp", "softmax", "log_softmax"])
+def test_few_long_rows_split_across_threads_vs_scipy(kind, dtype):
+    # At most 8 rows of at least 2**18 elements are cut in segments that the
+    # threads share, merged with rescaled sums: compare with SciPy, rows with
+    # +-inf / NaN included, and the results must not depend on the threads.
+    import numba
+
+    rng = np.random.default_rng(7)
+    x = (4.0 * rng.standard_normal((6, (1 << 18) + 12345))).astype(dtype)
+    x[1, 100_000] = np.inf
+    x[2, 5] = np.nan
+    x[3, :] = -np.inf
+    x[4, : 1 << 16] = -np.inf  # whole segments of -inf
+    x[5, -3] = 50.0  # the maximum in the last, partial segment
+    ref = getattr(sp, kind)(x.astype(np.float64), axis=-1)
+    previous = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            with np.errstate(all="ignore"):
+                results.append(getattr(fastce, kind)(x, axis=-1))
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(results[0], results[1])
+    got = results[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    tol = dict(rtol=1e-12, atol=1e-15) if dtype == "float64" else dict(rtol=5e-6, atol=1e-6)
+    np.testing.assert_allclose(got, ref, equal_nan=True, **tol)
+    # one long row (axis=None)
+    flat = x[5]
+    with np.errstate(all="ignore"):
+        np.testing.assert_allclose(getattr(fastce, kind)(flat), getattr(sp, kind)(flat.astype(np.float64)), **tol)
