@@ -156,3 +156,35 @@ def from_rows(rows2d, arr_shape, axes):
     if k and tuple(axes) != tuple(range(nd - k, nd)):
         out = np.moveaxis(out, tuple(range(nd - k, nd)), axes)
     return out
+
+
+def class_index_target(tgt, row_shape, prob_shape, input_name, input_shape, n_classes, ignore_index, stats):
+    """Check a class-index target and run the kernel's pass over it.
+
+    ``tgt`` must be integer of shape ``row_shape`` (``prob_shape`` is named
+    in the errors as the shape of probability targets). ``stats(t)`` is
+    :func:`fastce._kernels.index_target_stats` with the weights bound; its
+    first result, the first invalid position, becomes the error. Returns
+    ``(t, count, denominator)`` with ``t`` the flat intp targets.
+    """
+    if tgt.dtype.kind not in "iu":
+        raise TypeError(
+            f"target must hold integer class indices of shape {row_shape} or class probabilities of "
+            f"shape {prob_shape}; got dtype {tgt.dtype} and shape {tgt.shape}"
+        )
+    if tgt.shape != row_shape:
+        raise ValueError(
+            f"target of class indices must have shape {row_shape} for {input_name} of shape {input_shape} "
+            f"(or {prob_shape} for class probabilities), got {tgt.shape}"
+        )
+    if tgt.dtype.kind == "u" and tgt.size and tgt.max() > np.iinfo(np.intp).max:
+        raise ValueError(f"target holds class index {tgt.max()}; expected values in [0, {n_classes})")
+    t = np.ascontiguousarray(tgt, dtype=np.intp).reshape(-1)
+    bad, count, denominator = stats(t)
+    if bad >= 0:
+        where = np.unravel_index(bad, row_shape) if row_shape else ()
+        raise ValueError(
+            f"target holds class index {t[bad]} at position {tuple(int(i) for i in where)}; expected values "
+            f"in [0, {n_classes}) or ignore_index={ignore_index}"
+        )
+    return t, count, denominator

@@ -51,6 +51,7 @@ from ._validation import (
     check_index,
     check_label_smoothing,
     check_reduction,
+    class_index_target,
     loss_input,
 )
 
@@ -303,29 +304,13 @@ def linear_cross_entropy(
         t = np.zeros(1, dtype=np.intp)
         denominator = n if sample_weight is None else float(sw.sum())
     else:
-        if tgt.dtype.kind not in "iu":
-            raise TypeError(
-                f"target must hold integer class indices of shape {row_shape} or class probabilities of "
-                f"shape {prob_shape}; got dtype {tgt.dtype} and shape {tgt.shape}"
-            )
-        if tgt.shape != row_shape:
-            raise ValueError(
-                f"target of class indices must have shape {row_shape} for X of shape {x.shape} "
-                f"(or {prob_shape} for class probabilities), got {tgt.shape}"
-            )
-        if tgt.dtype.kind == "u" and tgt.size and tgt.max() > np.iinfo(np.intp).max:
-            raise ValueError(f"target holds class index {tgt.max()}; expected values in [0, {k})")
-        t = np.ascontiguousarray(tgt, dtype=np.intp).reshape(n)
-        tp = np.zeros((1, 1), dtype=dtype)
         from ._kernels import index_target_stats
 
-        bad, _, denominator = index_target_stats(t, ignore_index, k, cw, sw, sw_step)
-        if bad >= 0:
-            where = () if single else (int(bad),)
-            raise ValueError(
-                f"target holds class index {t[bad]} at position {where}; expected values "
-                f"in [0, {k}) or ignore_index={ignore_index}"
-            )
+        t, _, denominator = class_index_target(
+            tgt, row_shape, prob_shape, "X", x.shape, k, ignore_index,
+            lambda t: index_target_stats(t, ignore_index, k, cw, sw, sw_step),
+        )  # fmt: skip
+        tp = np.zeros((1, 1), dtype=dtype)
     if reduction == "mean":
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = float(np.float64(1.0) / np.float64(denominator))

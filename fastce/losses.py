@@ -29,6 +29,7 @@ from ._validation import (
     check_index,
     check_label_smoothing,
     check_reduction,
+    class_index_target,
     loss_input,
 )
 from .dask import _is_dask_collection
@@ -259,26 +260,10 @@ def cross_entropy(
             x3, t3, w, sw, sw_step, eps, scale, return_grad, loss_rows, reduction == "none", grad3, partial, block,
         )  # fmt: skip
     else:
-        if tgt.dtype.kind not in "iu":
-            raise TypeError(
-                f"target must hold integer class indices of shape {row_shape} or class probabilities of "
-                f"shape {x.shape}; got dtype {tgt.dtype} and shape {tgt.shape}"
-            )
-        if tgt.shape != row_shape:
-            raise ValueError(
-                f"target of class indices must have shape {row_shape} for input of shape {x.shape} "
-                f"(or {x.shape} for class probabilities), got {tgt.shape}"
-            )
-        if tgt.dtype.kind == "u" and tgt.size and tgt.max() > np.iinfo(np.intp).max:
-            raise ValueError(f"target holds class index {tgt.max()}; expected values in [0, {n_classes})")
-        t = np.ascontiguousarray(tgt, dtype=np.intp).reshape(-1)
-        bad, _, denominator = K.index_target_stats(t, ignore_index, n_classes, w, sw, sw_step)
-        if bad >= 0:
-            where = np.unravel_index(bad, row_shape) if row_shape else ()
-            raise ValueError(
-                f"target holds class index {t[bad]} at position {tuple(int(i) for i in where)}; expected values "
-                f"in [0, {n_classes}) or ignore_index={ignore_index}"
-            )
+        t, _, denominator = class_index_target(
+            tgt, row_shape, x.shape, "input", x.shape, n_classes, ignore_index,
+            lambda t: K.index_target_stats(t, ignore_index, n_classes, w, sw, sw_step),
+        )  # fmt: skip
         scale = _grad_scale(reduction, denominator)
         wsum = float(w.sum())
         run_kernel(
