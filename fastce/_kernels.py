@@ -506,53 +506,28 @@ def _lse_row(x, b, has_b, return_sign, e):
 
 
 @_jit()
-def _softmax_tile_block(x):
-    """Rows per block of the tiled softmax: a function of the shape only."""
-    return LANES * max(1, min(64, (1 << 14) // (x.shape[1] * LANES)))
-
-
-@_jit(parallel=True)
-def softmax_par(x, out):
+def _softmax_rows_block(j, x, out, log, block):
+    """softmax (``log``: log_softmax) of rows [j * block, (j + 1) * block)."""
     if x.shape[1] <= TILE_MAX_C:
-        block = _softmax_tile_block(x)
-        for j in prange((x.shape[0] + block - 1) // block):
-            _softmax_tiles(np.int64(j), x, out, False, block)
-    else:
-        for i in prange(x.shape[0]):
-            _softmax_row(x[i], out[i])
-
-
-@_jit()
-def softmax_ser(x, out):
-    if x.shape[1] <= TILE_MAX_C:
-        block = _softmax_tile_block(x)
-        for j in range((x.shape[0] + block - 1) // block):
-            _softmax_tiles(np.int64(j), x, out, False, block)
-    else:
-        for i in range(x.shape[0]):
+        _softmax_tiles(j, x, out, log, block)
+        return
+    for i in range(j * block, min(x.shape[0], (j + 1) * block)):
+        if log:
+            _log_softmax_row(x[i], out[i])
+        else:
             _softmax_row(x[i], out[i])
 
 
 @_jit(parallel=True)
-def log_softmax_par(x, out):
-    if x.shape[1] <= TILE_MAX_C:
-        block = _softmax_tile_block(x)
-        for j in prange((x.shape[0] + block - 1) // block):
-            _softmax_tiles(np.int64(j), x, out, True, block)
-    else:
-        for i in prange(x.shape[0]):
-            _log_softmax_row(x[i], out[i])
+def softmax_rows_par(x, out, log, block):
+    for j in prange((x.shape[0] + block - 1) // block):
+        _softmax_rows_block(np.int64(j), x, out, log, block)
 
 
 @_jit()
-def log_softmax_ser(x, out):
-    if x.shape[1] <= TILE_MAX_C:
-        block = _softmax_tile_block(x)
-        for j in range((x.shape[0] + block - 1) // block):
-            _softmax_tiles(np.int64(j), x, out, True, block)
-    else:
-        for i in range(x.shape[0]):
-            _log_softmax_row(x[i], out[i])
+def softmax_rows_ser(x, out, log, block):
+    for j in range((x.shape[0] + block - 1) // block):
+        _softmax_rows_block(np.int64(j), x, out, log, block)
 
 
 @_jit()

@@ -184,7 +184,7 @@ def _segment_stats(x2):
     return m, s, c, n_seg
 
 
-def _softmax_like(x, axis, par, ser, name):
+def _softmax_like(x, axis, name):
     if _is_dask_collection(x):
         from . import dask
 
@@ -214,7 +214,13 @@ def _softmax_like(x, axis, par, ser, name):
         for i in np.flatnonzero(~np.isfinite(m)):
             (K._log_softmax_row if log else K._softmax_row)(x2[i], out2[i])
     else:
-        run_kernel(par, ser, None, x2.size, x2, out2)
+        # rows per prange block, from the shape only: tiles of K.LANES short
+        # rows, or one row at a time for rows of many elements
+        if x2.shape[1] <= K.TILE_MAX_C:
+            block = K.LANES * max(1, min(64, (1 << 14) // (x2.shape[1] * K.LANES)))
+        else:
+            block = 1
+        run_kernel(K.softmax_rows_par, K.softmax_rows_ser, None, x2.size, x2, out2, name == "log_softmax", block)
     out = from_rows(out2, arr.shape, axes)
     out = np.ascontiguousarray(out, dtype=out_dtype)
     return out.reshape(())[()] if scalar else out
@@ -260,7 +266,7 @@ def softmax(x, axis=None):
     array([[0.09003057, 0.24472847, 0.66524096],
            [0.5       , 0.5       , 0.        ]])
     """
-    return _softmax_like(x, axis, K.softmax_par, K.softmax_ser, "softmax")
+    return _softmax_like(x, axis, "softmax")
 
 
 def log_softmax(x, axis=None):
@@ -292,7 +298,7 @@ def log_softmax(x, axis=None):
     >>> log_softmax(np.array([1000.0, 1.0]))
     array([   0., -999.])
     """
-    return _softmax_like(x, axis, K.log_softmax_par, K.log_softmax_ser, "log_softmax")
+    return _softmax_like(x, axis, "log_softmax")
 
 
 def _elementwise(x, log, name):
