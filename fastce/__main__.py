@@ -158,6 +158,11 @@ def warmup(args):
             fastce.softmax(x, axis=1)
             fastce.log_softmax(x, axis=1)
             fastce.sigmoid(x)
+        # few long rows: the segment kernels
+        long_row = np.zeros(1 << 18, dtype=dtype)
+        fastce.logsumexp(long_row)
+        fastce.softmax(long_row)
+        fastce.log_softmax(long_row)
     # linear_cross_entropy: its own kernels between the BLAS products
     for dtype in (np.float32, np.float64):
         for n in (4, big):
