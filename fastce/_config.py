@@ -154,3 +154,22 @@ def run_kernel(parallel_kernel, serial_kernel, n_threads, n_elements, *args):
         n = 1
     with parallel_guard(n) as parallel:
         return (parallel_kernel if parallel else serial_kernel)(*args)
+
+
+_BLAS_CONTROLLER = None
+
+
+def blas_limit(n_threads):
+    """A context limiting the BLAS libraries to ``n_threads`` threads (no-op for ``None``).
+
+    So that BLAS and the Numba kernels of the same call do not oversubscribe
+    the cores (threadpoolctl, which scikit-learn brings).
+    """
+    global _BLAS_CONTROLLER
+    if n_threads is None:
+        return contextlib.nullcontext()
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()  # finding the libraries costs a few ms: once
+    return _BLAS_CONTROLLER.limit(limits=n_threads, user_api="blas")

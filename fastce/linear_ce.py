@@ -43,7 +43,7 @@ the Numba kernels for the duration of the call (``threadpoolctl``).
 import numpy as np
 
 from . import _lce_kernels as LK
-from ._config import resolve_n_threads, run_kernel
+from ._config import blas_limit, resolve_n_threads, run_kernel
 from .dask import _is_dask_collection
 from ._validation import (
     as_real_array,
@@ -68,19 +68,6 @@ _BUFFER_BYTES = 128 << 20
 # the classes split in blocks.
 _MIN_ROWS = 128
 _SPLIT_ROWS = 1024
-
-_CONTROLLER = None
-
-
-def _blas_limit(n_threads):
-    """Limit the BLAS libraries to ``n_threads`` threads for a ``with`` block."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()  # finding the libraries costs a few ms: once
-    return _CONTROLLER.limit(limits=n_threads, user_api="blas")
-
 
 def _plan(n, k, itemsize, buffer_bytes=_BUFFER_BYTES):
     """Rows and classes per block, from the shape (and the buffer size) only."""
@@ -344,7 +331,7 @@ def linear_cross_entropy(
         gb = np.zeros(k)
     common = (t, ignore_index, tp, prob, cw)
 
-    with _blas_limit(n_threads):
+    with blas_limit(n_threads):
         for r0 in range(0, n, rows):
             r1 = min(n, r0 + rows)
             nr = r1 - r0

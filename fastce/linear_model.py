@@ -1,6 +1,5 @@
 """Logistic regression with scikit-learn's API on fastce's fused kernels."""
 
-import contextlib
 import math
 import numbers
 import time
@@ -17,7 +16,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, assert_all_finite, check_is_fitted, validate_data
 
-from ._config import resolve_n_threads, run_kernel
+from ._config import blas_limit, resolve_n_threads, run_kernel
 from ._linear_loss import LinearLoss
 
 __all__ = ["LogisticRegression"]
@@ -311,7 +310,7 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
             blas_threads = 1
         else:
             blas_threads = None if self.n_jobs is None else resolve_n_threads(self.n_jobs)
-        with _blas_limit(blas_threads):
+        with blas_limit(blas_threads):
             if self.solver == "newton-cg":
                 loss.keep_hessian = True
             f0, g0 = self._first_evaluation(loss, X, w0)
@@ -420,7 +419,7 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
         )
         state.w_avg = prev.astype(np.float64, copy=True)
         blas_threads = 1 if self.n_jobs is None else resolve_n_threads(self.n_jobs)
-        with _blas_limit(blas_threads):
+        with blas_limit(blas_threads):
             n_steps = adam_pass(
                 X, y_enc, sample_weight, state, n_classes=n_classes, fit_intercept=self.fit_intercept, C=C,
                 epoch_size=self.epoch_size, batch_size=self.batch_size, learning_rate=self.learning_rate,
@@ -630,21 +629,6 @@ def _encode_labels(y, n_threads=None):
     check_classification_targets(y)
     classes, y_enc = np.unique(y, return_inverse=True)
     return classes, y_enc.reshape(-1).astype(np.intp, copy=False)
-
-
-_CONTROLLER = None
-
-
-def _blas_limit(n_threads):
-    """Limit BLAS to ``n_threads`` threads (no-op for ``None``)."""
-    global _CONTROLLER
-    if n_threads is None:
-        return contextlib.nullcontext()
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()  # finding the libraries costs a few ms: once
-    return _CONTROLLER.limit(limits=n_threads, user_api="blas")
 
 
 # ---------------------------------------------------------------------------
