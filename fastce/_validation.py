@@ -188,3 +188,19 @@ def class_index_target(tgt, row_shape, prob_shape, input_name, input_shape, n_cl
             f"in [0, {n_classes}) or ignore_index={ignore_index}"
         )
     return t, count, denominator
+
+
+def row_weights(sample_weight, row_shape):
+    """``(sw, sw_step)`` for the kernels: float64 weights per row of the
+    target (broadcast to ``row_shape``, flat) with step 1, or ``(ones(1), 0)``
+    without weights."""
+    if sample_weight is None:
+        return np.ones(1), 0
+    sw = as_real_array(sample_weight, "sample_weight")
+    try:
+        sw = np.broadcast_to(sw, row_shape)
+    except ValueError:
+        raise ValueError(
+            f"sample_weight of shape {sw.shape} does not broadcast to the target's row shape {row_shape}"
+        ) from None
+    return np.ascontiguousarray(sw, dtype=np.float64).reshape(-1), 1

@@ -53,6 +53,7 @@ from ._validation import (
     check_reduction,
     class_index_target,
     loss_input,
+    row_weights,
 )
 
 __all__ = ["linear_cross_entropy"]
@@ -105,19 +106,6 @@ def _check_buffer_bytes(buffer_bytes):
     if isinstance(buffer_bytes, bool) or not isinstance(buffer_bytes, (int, np.integer)) or buffer_bytes < 1:
         raise ValueError(f"buffer_bytes must be a positive int (bytes) or None, got {buffer_bytes!r}")
     return int(buffer_bytes)
-
-
-def _sample_weights(sample_weight, n_rows, row_shape):
-    if sample_weight is None:
-        return np.ones(1), 0
-    sw = as_real_array(sample_weight, "sample_weight")
-    try:
-        sw = np.broadcast_to(sw, row_shape)
-    except ValueError:
-        raise ValueError(
-            f"sample_weight of shape {sw.shape} does not broadcast to the target's row shape {row_shape}"
-        ) from None
-    return np.ascontiguousarray(sw, dtype=np.float64).reshape(n_rows), 1
 
 
 def linear_cross_entropy(
@@ -277,7 +265,7 @@ def linear_cross_entropy(
             raise ValueError(f"weight must have shape ({k},) (one weight per class), got {cw.shape}")
         cw = np.ascontiguousarray(cw, dtype=np.float64)
     row_shape = () if single else (n,)
-    sw, sw_step = _sample_weights(sample_weight, n, row_shape)
+    sw, sw_step = row_weights(sample_weight, row_shape)
 
     tgt = as_real_array(target, "target")
     prob_shape = (k,) if single else (n, k)

@@ -31,6 +31,7 @@ from ._validation import (
     check_reduction,
     class_index_target,
     loss_input,
+    row_weights,
 )
 from .dask import _is_dask_collection
 
@@ -219,17 +220,7 @@ def cross_entropy(
             raise ValueError(f"weight must have shape ({n_classes},) (one weight per class), got {w.shape}")
         w = np.ascontiguousarray(w, dtype=np.float64)
 
-    if sample_weight is None:
-        sw, sw_step = np.ones(1), 0
-    else:
-        sw = as_real_array(sample_weight, "sample_weight")
-        try:
-            sw = np.broadcast_to(sw, row_shape)
-        except ValueError:
-            raise ValueError(
-                f"sample_weight of shape {sw.shape} does not broadcast to the target's row shape {row_shape}"
-            ) from None
-        sw, sw_step = np.ascontiguousarray(sw, dtype=np.float64).reshape(-1), 1
+    sw, sw_step = row_weights(sample_weight, row_shape)
 
     if x3.shape[2] == 1 and n_classes > K.TILE_MAX_C:  # row layout, see _kernels
         block = max(1, min(1024, _CE_BLOCK_ELEMENTS // n_classes))
