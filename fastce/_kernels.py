@@ -652,6 +652,61 @@ def segment_apply_ser(x, n_seg, m, a, log, out):
         _segment_apply(np.int64(j), x, n_seg, m, a, log, out)
 
 
+@_jit()
+def _segment_weighted_gap(j, x, n_seg, m, w, out):
+    r = j // n_seg
+    s0 = (j - r * n_seg) * SEGMENT
+    s1 = min(x.shape[1], s0 + SEGMENT)
+    d = np.empty(s1 - s0)
+    out[j] = _row_weighted_gap(w[s0:s1], x[r, s0:s1], m[r], d)
+
+
+@_jit(parallel=True)
+def segment_weighted_gap_par(x, n_seg, m, w, out):
+    """out[j] = sum_k w_k (m_r - x_k) over segment j (row r) in float64: the
+    label-smoothing term of the cross-entropy of few long rows."""
+    for j in prange(x.shape[0] * n_seg):
+        _segment_weighted_gap(np.int64(j), x, n_seg, m, w, out)
+
+
+@_jit()
+def segment_weighted_gap_ser(x, n_seg, m, w, out):
+    for j in range(x.shape[0] * n_seg):
+        _segment_weighted_gap(np.int64(j), x, n_seg, m, w, out)
+
+
+@_jit()
+def _segment_ce_grad(j, x, n_seg, m, a, cs, w, g):
+    r = j // n_seg
+    s0 = (j - r * n_seg) * SEGMENT
+    s1 = min(x.shape[1], s0 + SEGMENT)
+    mr = m[r]
+    ar = a[r]
+    cr = cs[r]
+    xr = x[r]
+    gr = g[r]
+    if ar == 0.0 and cr == 0.0:  # an ignored row
+        for k in range(s0, s1):
+            gr[k] = 0.0
+    else:
+        for k in range(s0, s1):
+            gr[k] = ar * fexp(xr[k] - mr) - cr * w[k]
+
+
+@_jit(parallel=True)
+def segment_ce_grad_par(x, n_seg, m, a, cs, w, g):
+    """g = a_r exp(x - m_r) - cs_r w, segment by segment: the cross-entropy
+    gradient of few long rows but the target's entry (set by the caller)."""
+    for j in prange(x.shape[0] * n_seg):
+        _segment_ce_grad(np.int64(j), x, n_seg, m, a, cs, w, g)
+
+
+@_jit()
+def segment_ce_grad_ser(x, n_seg, m, a, cs, w, g):
+    for j in range(x.shape[0] * n_seg):
+        _segment_ce_grad(np.int64(j), x, n_seg, m, a, cs, w, g)
+
+
 # ---------------------------------------------------------------------------
 # elementwise sigmoid / log-sigmoid on flat arrays, in blocks
 

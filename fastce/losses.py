@@ -257,17 +257,82 @@ def cross_entropy(
         )  # fmt: skip
         scale = _grad_scale(reduction, denominator)
         wsum = float(w.sum())
-        run_kernel(
-            K.ce_index_par, K.ce_index_ser, n_threads, x.size,
-            x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, return_grad, loss_rows, reduction == "none",
-            grad3, partial, block,
-        )  # fmt: skip
+        if x3.shape[2] == 1 and n_rows <= K.SPLIT_MAX_ROWS and n_classes >= K.SPLIT_MIN_COLS:
+            g2 = grad3.reshape(n_rows, n_classes) if return_grad else None
+            partial = _ce_index_long_rows(
+                x3.reshape(n_rows, n_classes), t, w, wsum, sw, sw_step, ignore_index, eps, scale, g2, loss_rows,
+                n_threads,
+            )  # fmt: skip
+        else:
+            run_kernel(
+                K.ce_index_par, K.ce_index_ser, n_threads, x.size,
+                x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, return_grad, loss_rows, reduction == "none",
+                grad3, partial, block,
+            )  # fmt: skip
 
     if reduction == "none":
         loss = loss_rows.reshape(row_shape)
     else:
         loss = _reduce(partial.sum(), denominator, reduction, out_dtype)
     return _finish(loss, grad if return_grad else None, return_grad, out_dtype)
+
+
+def _ce_index_long_rows(x2, t, w, wsum, sw, sw_step, ignore_index, eps, scale, g2, loss_rows, n_threads):
+    """cross_entropy with class-index targets of a few long rows (see
+    K.SPLIT_MAX_ROWS): each row is cut in segments that the threads share,
+    for its maximum and sum (see :func:`fastce.special._segment_stats`), the
+    label-smoothing term and the gradient; the formulas of
+    ``K._ce_index_row``, which takes the rows whose maximum is not finite.
+    Fills ``loss_rows`` (if not empty) and ``g2`` (if given); returns the
+    row losses, whose sum is the total."""
+    from .special import _segment_stats
+
+    n, n_classes = x2.shape
+    m, s, cnt, n_seg = _segment_stats(x2, n_threads)
+    gaps = np.zeros(n)
+    if eps > 0.0:
+        per_segment = np.empty(n * n_seg)
+        run_kernel(
+            K.segment_weighted_gap_par, K.segment_weighted_gap_ser, n_threads, x2.size, x2, n_seg, m, w, per_segment,
+        )  # fmt: skip
+        gaps = per_segment.reshape(n, n_seg).sum(axis=1)
+    values = np.zeros(n)
+    a = np.zeros(n)
+    cs = np.zeros(n)
+    redo = []
+    for r in range(n):
+        y = int(t[r])
+        if y == ignore_index:
+            continue
+        if not abs(float(m[r])) < math.inf:
+            redo.append(r)
+            continue
+        sr = float(sw[r * sw_step])
+        sp = s[r] + (cnt[r] - 1.0)
+        wy = float(w[y])
+        coef = (1.0 - eps) * wy
+        full = coef + eps * wsum / n_classes
+        values[r] = sr * (coef * float(m[r] - x2[r, y]) + eps / n_classes * gaps[r] + full * math.log1p(sp))
+        a[r] = scale * sr * full / (1.0 + sp)
+        cs[r] = scale * sr * eps / n_classes
+    if g2 is not None:
+        run_kernel(K.segment_ce_grad_par, K.segment_ce_grad_ser, n_threads, x2.size, x2, n_seg, m, a, cs, w, g2)
+        for r in range(n):
+            y = int(t[r])
+            if y == ignore_index or r in redo:
+                continue
+            sp = s[r] + (cnt[r] - 1.0)
+            at_max = x2[r, y] == m[r]
+            g2[r, y] = K._target_grad(at_max, g2[r, y], sp, float(w[y]), wsum, eps, n_classes, scale * float(sw[r * sw_step]))
+    for r in redo:
+        e = np.empty(n_classes, dtype=x2.dtype)
+        d = np.empty(n_classes)
+        g = g2[r] if g2 is not None else e
+        sr = float(sw[r * sw_step])
+        values[r] = sr * K._ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, g2 is not None, e, d)
+    if loss_rows.shape[0]:
+        loss_rows[:] = values
+    return values
 
 
 def _bce(input, target, weight, pos_weight, reduction, return_grad, grad_out, n_threads, logits):

@@ -167,7 +167,7 @@ def _split_rows(x2):
     return x2.shape[0] <= K.SPLIT_MAX_ROWS and x2.shape[1] >= K.SPLIT_MIN_COLS
 
 
-def _segment_stats(x2):
+def _segment_stats(x2, n_threads=None):
     """Per row of ``x2``: its maximum (in x2's dtype), the float64 sum of
     exp(x - max) off the maximum and the count of the maximum, from the
     segments; and the number of segments per row."""
@@ -176,7 +176,7 @@ def _segment_stats(x2):
     M = np.empty(n_rows * n_seg, dtype=x2.dtype)
     S = np.empty(n_rows * n_seg)
     Cn = np.empty(n_rows * n_seg)
-    run_kernel(K.segment_stats_par, K.segment_stats_ser, None, x2.size, x2, n_seg, M, S, Cn)
+    run_kernel(K.segment_stats_par, K.segment_stats_ser, n_threads, x2.size, x2, n_seg, M, S, Cn)
     m = np.empty(n_rows, dtype=x2.dtype)
     s = np.empty(n_rows)
     c = np.empty(n_rows)

@@ -826,3 +826,57 @@ def test_float32_accuracy_cross_entropy_1e7():
         total -= logp[np.arange(xs.shape[0]), t[s:s + 10**6]].sum()
     ref = total / n
     assert abs(float(loss) - ref) <= 1e-6 * abs(ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(weight=True, label_smoothing=0.2),
+    dict(ignore_index=1, reduction="sum"),
+    dict(sample_weight=True, reduction="none", label_smoothing=0.05),
+])
+def test_cross_entropy_few_long_rows_split_across_threads(dtype, options):
+    # At most 8 rows of 2**18 or more classes: each row is cut in segments
+    # that the threads share. Against the float64 reference, with a row whose
+    # maximum is +inf, masked (-inf) logits and a target at the maximum;
+    # results must not depend on the thread count.
+    import numba
+
+    rng = np.random.default_rng(91)
+    n, c = 4, (1 << 18) + 77
+    x = (3.0 * rng.standard_normal((n, c))).astype(dtype)
+    t = rng.integers(0, c, size=n)
+    t[1] = 1 if options.get("ignore_index") == 1 else t[1]
+    x[2, rng.integers(0, c, size=1000)] = -np.inf
+    x[0, t[0]] = 40.0  # the target holds the maximum
+    kw = dict(options)
+    if kw.pop("weight", False):
+        kw["weight"] = rng.uniform(0.5, 2.0, size=c)
+    sample_weight = rng.uniform(0.5, 2.0, size=n) if kw.pop("sample_weight", False) else None
+    reduction = kw.get("reduction", "mean")
+    results = []
+    previous = numba.get_num_threads()
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            results.append(fastce.cross_entropy(x, t, sample_weight=sample_weight, return_grad=True, **kw))
+    finally:
+        numba.set_num_threads(previous)
+    _bits_equal(results[0][0], results[1][0])
+    _bits_equal(results[0][1], results[1][1])
+    loss, grad = results[0]
+    if sample_weight is None:
+        ref_loss, ref_grad = R.cross_entropy(x.astype(np.float64), t, **kw)
+    else:  # per-row losses and gradients scaled by the row weights ("none")
+        ref_loss, ref_grad = R.cross_entropy(x.astype(np.float64), t, **kw)
+        ref_loss = ref_loss * sample_weight
+        ref_grad = ref_grad * sample_weight[:, None]
+    assert_close(loss, ref_loss, dtype)
+    assert_close(grad, ref_grad, dtype)
+    # a row whose maximum is +inf goes through the row kernel: NaN as there
+    x[3, 5] = np.inf
+    loss_inf, grad_inf = fastce.cross_entropy(x, t, reduction="none", return_grad=True)
+    ref_inf, ref_grad_inf = fastce.cross_entropy(np.concatenate([x, x[:5]]), np.concatenate([t, t[:5]]),
+                                                 reduction="none", return_grad=True)  # 9 rows: not split
+    np.testing.assert_array_equal(np.isnan(loss_inf), np.isnan(ref_inf[:4]))
+    np.testing.assert_array_equal(np.isnan(grad_inf), np.isnan(ref_grad_inf[:4]))
