@@ -158,15 +158,22 @@ def from_rows(rows2d, arr_shape, axes):
     return out
 
 
-def class_index_target(tgt, row_shape, prob_shape, input_name, input_shape, n_classes, ignore_index, stats):
-    """Check a class-index target and run the kernel's pass over it.
+def check_probability_target(tgt, input_shape, ignore_index):
+    """A target of the input's shape holds class probabilities: floating
+    point, and no ignore_index (PyTorch's rule)."""
+    if tgt.dtype.kind != "f":
+        raise TypeError(
+            f"target has the shape of input {input_shape}, so it holds class probabilities and must be "
+            f"floating point, got dtype {tgt.dtype} (class indices have input's shape without the class axis)"
+        )
+    if ignore_index >= 0:
+        raise ValueError(
+            f"ignore_index={ignore_index} is not supported with class-probability targets; leave it negative"
+        )
 
-    ``tgt`` must be integer of shape ``row_shape`` (``prob_shape`` is named
-    in the errors as the shape of probability targets). ``stats(t)`` is
-    :func:`fastce._kernels.index_target_stats` with the weights bound; its
-    first result, the first invalid position, becomes the error. Returns
-    ``(t, count, denominator)`` with ``t`` the flat intp targets.
-    """
+
+def check_class_index_target(tgt, row_shape, prob_shape, input_name, input_shape):
+    """The dtype and shape of a class-index target (the values are checked by the kernels' pass)."""
     if tgt.dtype.kind not in "iu":
         raise TypeError(
             f"target must hold integer class indices of shape {row_shape} or class probabilities of "
@@ -177,6 +184,18 @@ def class_index_target(tgt, row_shape, prob_shape, input_name, input_shape, n_cl
             f"target of class indices must have shape {row_shape} for {input_name} of shape {input_shape} "
             f"(or {prob_shape} for class probabilities), got {tgt.shape}"
         )
+
+
+def class_index_target(tgt, row_shape, prob_shape, input_name, input_shape, n_classes, ignore_index, stats):
+    """Check a class-index target and run the kernel's pass over it.
+
+    ``tgt`` must be integer of shape ``row_shape`` (``prob_shape`` is named
+    in the errors as the shape of probability targets). ``stats(t)`` is
+    :func:`fastce._kernels.index_target_stats` with the weights bound; its
+    first result, the first invalid position, becomes the error. Returns
+    ``(t, count, denominator)`` with ``t`` the flat intp targets.
+    """
+    check_class_index_target(tgt, row_shape, prob_shape, input_name, input_shape)
     if tgt.dtype.kind == "u" and tgt.size and tgt.max() > np.iinfo(np.intp).max:
         raise ValueError(f"target holds class index {tgt.max()}; expected values in [0, {n_classes})")
     t = np.ascontiguousarray(tgt, dtype=np.intp).reshape(-1)

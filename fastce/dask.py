@@ -70,6 +70,8 @@ import numpy as np
 
 from ._validation import (
     as_real_array,
+    check_class_index_target,
+    check_probability_target,
     check_flag,
     check_index,
     check_label_smoothing,
@@ -381,26 +383,9 @@ def cross_entropy(
         tgt = tgt.reshape((1,) + tgt.shape)
     probabilities = tgt.shape == shape
     if probabilities:
-        if tgt.dtype.kind != "f":
-            raise TypeError(
-                f"target has the shape of input {shape}, so it holds class probabilities and must be "
-                f"floating point, got dtype {tgt.dtype} (class indices have input's shape without the class axis)"
-            )
-        if ignore_index >= 0:
-            raise ValueError(
-                f"ignore_index={ignore_index} is not supported with class-probability targets; leave it negative"
-            )
+        check_probability_target(tgt, shape, ignore_index)
     else:
-        if tgt.dtype.kind not in "iu":
-            raise TypeError(
-                f"target must hold integer class indices of shape {row_shape} or class probabilities of "
-                f"shape {shape}; got dtype {tgt.dtype} and shape {tgt.shape}"
-            )
-        if tgt.shape != row_shape:
-            raise ValueError(
-                f"target of class indices must have shape {row_shape} for input of shape {shape} "
-                f"(or {shape} for class probabilities), got {tgt.shape}"
-            )
+        check_class_index_target(tgt, row_shape, shape, "input", shape)
     tgt = _rows_like(da, tgt, rows)
 
     w, w_ind = None, None
@@ -630,21 +615,9 @@ def linear_cross_entropy(
     prob_shape = (k,) if single else (n, k)
     probabilities = tgt.shape == prob_shape and tgt.dtype.kind == "f"
     if probabilities:
-        if ignore_index >= 0:
-            raise ValueError(
-                f"ignore_index={ignore_index} is not supported with class-probability targets; leave it negative"
-            )
+        check_probability_target(tgt, prob_shape, ignore_index)
     else:
-        if tgt.dtype.kind not in "iu":
-            raise TypeError(
-                f"target must hold integer class indices of shape {row_shape} or class probabilities of "
-                f"shape {prob_shape}; got dtype {tgt.dtype} and shape {tgt.shape}"
-            )
-        if tgt.shape != row_shape:
-            raise ValueError(
-                f"target of class indices must have shape {row_shape} for X of shape "
-                f"{x.shape[1:] if single else x.shape} (or {prob_shape} for class probabilities), got {tgt.shape}"
-            )
+        check_class_index_target(tgt, row_shape, prob_shape, "X", x.shape[1:] if single else x.shape)
     if single:
         tgt = tgt.reshape((1,) + tgt.shape)
     tgt = _rows_like(da, tgt, rows)

@@ -50,6 +50,7 @@ from ._validation import (
     check_flag,
     check_index,
     check_label_smoothing,
+    check_probability_target,
     check_reduction,
     class_index_target,
     loss_input,
@@ -271,10 +272,7 @@ def linear_cross_entropy(
     prob_shape = (k,) if single else (n, k)
     prob = tgt.shape == prob_shape and tgt.dtype.kind == "f"
     if prob:
-        if ignore_index >= 0:
-            raise ValueError(
-                f"ignore_index={ignore_index} is not supported with class-probability targets; leave it negative"
-            )
+        check_probability_target(tgt, prob_shape, ignore_index)
         tp = np.ascontiguousarray(tgt, dtype=dtype).reshape(n, k)
         t = np.zeros(1, dtype=np.intp)
         denominator = n if sample_weight is None else float(sw.sum())

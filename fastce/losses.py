@@ -28,6 +28,7 @@ from ._validation import (
     check_flag,
     check_index,
     check_label_smoothing,
+    check_probability_target,
     check_reduction,
     class_index_target,
     loss_input,
@@ -234,15 +235,7 @@ def cross_entropy(
     grad3 = grad.reshape(x3.shape) if return_grad else grad
 
     if probabilities:
-        if tgt.dtype.kind != "f":
-            raise TypeError(
-                f"target has the shape of input {x.shape}, so it holds class probabilities and must be "
-                f"floating point, got dtype {tgt.dtype} (class indices have input's shape without the class axis)"
-            )
-        if ignore_index >= 0:
-            raise ValueError(
-                f"ignore_index={ignore_index} is not supported with class-probability targets; leave it negative"
-            )
+        check_probability_target(tgt, x.shape, ignore_index)
         t3 = np.ascontiguousarray(tgt, dtype=x.dtype).reshape(x3.shape)
         denominator = n_rows if sample_weight is None else float(sw.sum())
         scale = _grad_scale(reduction, denominator)
