@@ -707,6 +707,58 @@ def segment_ce_grad_ser(x, n_seg, m, a, cs, w, g):
         _segment_ce_grad(np.int64(j), x, n_seg, m, a, cs, w, g)
 
 
+@_jit()
+def _segment_prob_terms(j, x, t, n_seg, m, w, keep, spread, part, total):
+    r = j // n_seg
+    s0 = (j - r * n_seg) * SEGMENT
+    s1 = min(x.shape[1], s0 + SEGMENT)
+    d = np.empty(s1 - s0)
+    d2 = np.empty(s1 - s0)
+    part[j], total[j] = _row_prob_terms(w[s0:s1], t[r, s0:s1], x[r, s0:s1], m[r], keep, spread, d, d2)
+
+
+@_jit(parallel=True)
+def segment_prob_terms_par(x, t, n_seg, m, w, keep, spread, part, total):
+    """Per segment j (row r): sum_k w_k t'_k (m_r - x_k) and sum_k w_k t'_k
+    (see _row_prob_terms): the probability-target cross-entropy of few long rows."""
+    for j in prange(x.shape[0] * n_seg):
+        _segment_prob_terms(np.int64(j), x, t, n_seg, m, w, keep, spread, part, total)
+
+
+@_jit()
+def segment_prob_terms_ser(x, t, n_seg, m, w, keep, spread, part, total):
+    for j in range(x.shape[0] * n_seg):
+        _segment_prob_terms(np.int64(j), x, t, n_seg, m, w, keep, spread, part, total)
+
+
+@_jit()
+def _segment_ce_prob_grad(j, x, t, n_seg, m, a, cs, w, keep, spread, g):
+    r = j // n_seg
+    s0 = (j - r * n_seg) * SEGMENT
+    s1 = min(x.shape[1], s0 + SEGMENT)
+    mr = m[r]
+    ar = a[r]
+    cr = cs[r]
+    xr = x[r]
+    tr = t[r]
+    gr = g[r]
+    for k in range(s0, s1):
+        gr[k] = ar * fexp(xr[k] - mr) - cr * w[k] * (keep * tr[k] + spread)
+
+
+@_jit(parallel=True)
+def segment_ce_prob_grad_par(x, t, n_seg, m, a, cs, w, keep, spread, g):
+    """g = a_r exp(x - m_r) - cs_r w t', segment by segment (see _ce_prob_row)."""
+    for j in prange(x.shape[0] * n_seg):
+        _segment_ce_prob_grad(np.int64(j), x, t, n_seg, m, a, cs, w, keep, spread, g)
+
+
+@_jit()
+def segment_ce_prob_grad_ser(x, t, n_seg, m, a, cs, w, keep, spread, g):
+    for j in range(x.shape[0] * n_seg):
+        _segment_ce_prob_grad(np.int64(j), x, t, n_seg, m, a, cs, w, keep, spread, g)
+
+
 # ---------------------------------------------------------------------------
 # elementwise sigmoid / log-sigmoid on flat arrays, in blocks
 

@@ -239,10 +239,16 @@ def cross_entropy(
         t3 = np.ascontiguousarray(tgt, dtype=x.dtype).reshape(x3.shape)
         denominator = n_rows if sample_weight is None else float(sw.sum())
         scale = _grad_scale(reduction, denominator)
-        run_kernel(
-            K.ce_prob_par, K.ce_prob_ser, n_threads, x.size,
-            x3, t3, w, sw, sw_step, eps, scale, return_grad, loss_rows, reduction == "none", grad3, partial, block,
-        )  # fmt: skip
+        if x3.shape[2] == 1 and n_rows <= K.SPLIT_MAX_ROWS and n_classes >= K.SPLIT_MIN_COLS:
+            partial = _ce_prob_long_rows(
+                x3.reshape(n_rows, n_classes), t3.reshape(n_rows, n_classes), w, sw, sw_step, eps, scale,
+                grad3.reshape(n_rows, n_classes) if return_grad else None, loss_rows, n_threads,
+            )  # fmt: skip
+        else:
+            run_kernel(
+                K.ce_prob_par, K.ce_prob_ser, n_threads, x.size,
+                x3, t3, w, sw, sw_step, eps, scale, return_grad, loss_rows, reduction == "none", grad3, partial, block,
+            )  # fmt: skip
     else:
         t, _, denominator = class_index_target(
             tgt, row_shape, x.shape, "input", x.shape, n_classes, ignore_index,
@@ -323,6 +329,53 @@ def _ce_index_long_rows(x2, t, w, wsum, sw, sw_step, ignore_index, eps, scale, g
         g = g2[r] if g2 is not None else e
         sr = float(sw[r * sw_step])
         values[r] = sr * K._ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, g2 is not None, e, d)
+    if loss_rows.shape[0]:
+        loss_rows[:] = values
+    return values
+
+
+def _ce_prob_long_rows(x2, t2, w, sw, sw_step, eps, scale, g2, loss_rows, n_threads):
+    """:func:`_ce_index_long_rows` for class-probability targets ``t2``: the
+    formulas of ``K._ce_prob_row``, which takes the rows whose maximum is
+    not finite."""
+    from .special import _segment_stats
+
+    n, n_classes = x2.shape
+    keep, spread = 1.0 - eps, eps / n_classes
+    m, s, cnt, n_seg = _segment_stats(x2, n_threads)
+    part = np.empty(n * n_seg)
+    total = np.empty(n * n_seg)
+    run_kernel(
+        K.segment_prob_terms_par, K.segment_prob_terms_ser, n_threads, x2.size,
+        x2, t2, n_seg, m, w, keep, spread, part, total,
+    )  # fmt: skip
+    part = part.reshape(n, n_seg).sum(axis=1)
+    total = total.reshape(n, n_seg).sum(axis=1)
+    values = np.zeros(n)
+    a = np.zeros(n)
+    cs = np.zeros(n)
+    redo = []
+    for r in range(n):
+        if not abs(float(m[r])) < math.inf:
+            redo.append(r)
+            continue
+        sr = float(sw[r * sw_step])
+        sp = s[r] + (cnt[r] - 1.0)
+        values[r] = sr * (part[r] + total[r] * math.log1p(sp))
+        a[r] = scale * sr * total[r] / (1.0 + sp)
+        cs[r] = scale * sr
+    if g2 is not None:
+        run_kernel(
+            K.segment_ce_prob_grad_par, K.segment_ce_prob_grad_ser, n_threads, x2.size,
+            x2, t2, n_seg, m, a, cs, w, keep, spread, g2,
+        )  # fmt: skip
+    for r in redo:
+        e = np.empty(n_classes, dtype=x2.dtype)
+        d = np.empty(n_classes)
+        d2 = np.empty(n_classes)
+        g = g2[r] if g2 is not None else e
+        sr = float(sw[r * sw_step])
+        values[r] = sr * K._ce_prob_row(x2[r], t2[r], w, eps, scale * sr, g, g2 is not None, e, d, d2)
     if loss_rows.shape[0]:
         loss_rows[:] = values
     return values

@@ -880,3 +880,45 @@ def test_cross_entropy_few_long_rows_split_across_threads(dtype, options):
                                                  reduction="none", return_grad=True)  # 9 rows: not split
     np.testing.assert_array_equal(np.isnan(loss_inf), np.isnan(ref_inf[:4]))
     np.testing.assert_array_equal(np.isnan(grad_inf), np.isnan(ref_grad_inf[:4]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("options", [dict(), dict(weight=True, label_smoothing=0.2, reduction="sum"),
+                                     dict(sample_weight=True, reduction="none")])
+def test_cross_entropy_probability_targets_few_long_rows(dtype, options):
+    # The segment path with class-probability targets, against the float64
+    # reference; thread count independence; a row with a +inf logit goes
+    # through the row kernel, as in the unsplit path.
+    import numba
+
+    rng = np.random.default_rng(92)
+    n, c = 3, (1 << 18) + 5
+    x = (3.0 * rng.standard_normal((n, c))).astype(dtype)
+    q = rng.random((n, c)) ** 4
+    q[1, rng.integers(0, c, size=500)] = 0.0
+    q = (q / q.sum(axis=1, keepdims=True)).astype(dtype)
+    x[1, q[1] == 0.0] = -np.inf  # masked classes with zero target mass
+    kw = dict(options)
+    if kw.pop("weight", False):
+        kw["weight"] = rng.uniform(0.5, 2.0, size=c)
+    sample_weight = rng.uniform(0.5, 2.0, size=n) if kw.pop("sample_weight", False) else None
+    results = []
+    previous = numba.get_num_threads()
+    try:
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            results.append(fastce.cross_entropy(x, q, sample_weight=sample_weight, return_grad=True, **kw))
+    finally:
+        numba.set_num_threads(previous)
+    _bits_equal(results[0][0], results[1][0])
+    _bits_equal(results[0][1], results[1][1])
+    ref_loss, ref_grad = R.cross_entropy(x.astype(np.float64), q.astype(np.float64), **kw)
+    if sample_weight is not None:  # "none": per-row losses and gradients scaled by the row weights
+        ref_loss, ref_grad = ref_loss * sample_weight, ref_grad * sample_weight[:, None]
+    assert_close(results[0][0], ref_loss, dtype)
+    assert_close(results[0][1], ref_grad, dtype)
+    x[2, 7] = np.inf
+    split = fastce.cross_entropy(x, q, reduction="none", return_grad=True)
+    rows = fastce.cross_entropy(np.concatenate([x] * 3), np.concatenate([q] * 3), reduction="none", return_grad=True)
+    np.testing.assert_array_equal(np.isnan(split[0]), np.isnan(rows[0][:n]))
+    np.testing.assert_array_equal(np.isnan(split[1]), np.isnan(rows[1][:n]))
