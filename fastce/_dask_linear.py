@@ -32,10 +32,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ._linear_loss import LinearLoss
-from .dask import _is_dask_collection as is_dask_collection
+from .dask import _is_dask_collection
 from .dask import _require_dask as _require_dask_array
 
-__all__ = ["is_dask_collection", "fit_dask", "predict_dask", "score_dask"]
+__all__ = ["fit_dask", "predict_dask", "score_dask"]
 
 
 def _require_dask():
@@ -68,7 +68,7 @@ def _as_dask_vector(v, row_chunks, da, name, dtype=None):
     if isinstance(v, da.Array):
         if v.ndim and any(math.isnan(c) for c in v.chunks[0]):
             v = v.compute_chunk_sizes()
-    elif is_dask_collection(v):
+    elif _is_dask_collection(v):
         raise TypeError(f"{name} must be a dask.array.Array or an array-like, got {type(v).__name__}")
     else:
         v = da.from_array(np.asarray(v), chunks=-1)

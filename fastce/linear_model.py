@@ -17,6 +17,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classi
 from sklearn.utils.validation import _check_sample_weight, assert_all_finite, check_is_fitted, validate_data
 
 from ._config import blas_limit, resolve_n_threads, run_kernel
+from .dask import _is_dask_collection
 from ._linear_loss import LinearLoss
 
 __all__ = ["LogisticRegression"]
@@ -254,9 +255,9 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
             The fitted estimator.
         """
         C = self._check_C_and_n_jobs()
-        from ._dask_linear import fit_dask, is_dask_collection
+        if _is_dask_collection(X, y, sample_weight):
+            from ._dask_linear import fit_dask
 
-        if is_dask_collection(X, y, sample_weight):
             return fit_dask(self, X, y, sample_weight, C)
         # X is checked for NaN and inf by the first evaluation of the objective
         # (see _first_evaluation): that saves a pass over X.
@@ -475,9 +476,9 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
             Fraction of correctly classified samples (weighted); computed
             for Dask input.
         """
-        from ._dask_linear import is_dask_collection, score_dask
+        if _is_dask_collection(X, y, sample_weight):
+            from ._dask_linear import score_dask
 
-        if is_dask_collection(X, y, sample_weight):
             return score_dask(self, X, y, sample_weight)
         return super().score(X, y, sample_weight=sample_weight)
 
@@ -496,9 +497,9 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
             class otherwise. A lazy Dask array (one task per chunk of rows)
             for a Dask `X`.
         """
-        from ._dask_linear import is_dask_collection, predict_dask
+        if _is_dask_collection(X):
+            from ._dask_linear import predict_dask
 
-        if is_dask_collection(X):
             return predict_dask(self, X, "decision_function")
         return super().decision_function(X)
 
@@ -515,9 +516,9 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,)
             Labels from ``classes_``; a lazy Dask array for a Dask `X`.
         """
-        from ._dask_linear import is_dask_collection, predict_dask
+        if _is_dask_collection(X):
+            from ._dask_linear import predict_dask
 
-        if is_dask_collection(X):
             return predict_dask(self, X, "predict")
         return super().predict(X)
 
@@ -536,10 +537,11 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
             sigmoid(z)]`` of the decision function for two classes, its
             softmax otherwise. A lazy Dask array for a Dask `X`.
         """
-        from ._dask_linear import is_dask_collection, predict_dask
         from .special import sigmoid, softmax
 
-        if is_dask_collection(X):
+        if _is_dask_collection(X):
+            from ._dask_linear import predict_dask
+
             return predict_dask(self, X, "predict_proba")
         check_is_fitted(self)
         z = self.decision_function(X)
@@ -562,10 +564,11 @@ class LogisticRegression(LinearClassifierMixin, BaseEstimator):
             ``log_softmax`` of the decision function otherwise. A lazy Dask
             array for a Dask `X`.
         """
-        from ._dask_linear import is_dask_collection, predict_dask
         from .special import log_sigmoid, log_softmax
 
-        if is_dask_collection(X):
+        if _is_dask_collection(X):
+            from ._dask_linear import predict_dask
+
             return predict_dask(self, X, "predict_log_proba")
         check_is_fitted(self)
         z = self.decision_function(X)
