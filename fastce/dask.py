@@ -517,7 +517,8 @@ def linear_cross_entropy(
     n_threads : int, default=None
         Threads of each chunk's kernels and BLAS, in the process that runs it.
     buffer_bytes : int, default=None
-        Size of each chunk's logits buffer (None: 128 MiB).
+        Size of each chunk's logits buffer (None: the default of
+        :func:`fastce.linear_cross_entropy`).
 
     Returns
     -------

@@ -31,7 +31,8 @@ computation. Otherwise (huge K) the logits are computed twice: four GEMMs.
 Memory
 ------
 Besides the outputs (``grad_X`` and ``grad_W`` of the shapes of ``X`` and
-``W``, ``grad_bias``), one buffer of at most ``buffer_bytes`` (128 MiB) and a
+``W``, ``grad_bias``), one buffer of at most ``buffer_bytes`` (by default 32 MiB, up to
+128 MiB for K above 65,536 in float32) and a
 few float64 vectors of length N or K: O(N + K + block), not O(N K).
 The block sizes depend on the shape only, never on the thread count; each
 row's loss is computed by one thread and the losses are summed in a fixed
@@ -59,20 +60,30 @@ from ._validation import (
 
 __all__ = ["linear_cross_entropy"]
 
-# The logits buffer: at most this many bytes by default (buffer_bytes=) ...
-# Measured at N=8192, D=1024, K=50,000 float32, 2 threads (loss and both
-# gradients): 32 MiB 17.4 s, 64 MiB 14.2 s, 128 MiB 12.5 s (the unfused
-# computation: 12.5 s); OpenBLAS's products on blocks of a few hundred rows
-# fall behind its whole-matrix speed, and each row block rewrites grad_W.
-_BUFFER_BYTES = 128 << 20
-# ... and at least this many rows per block when all classes fit in it (so
-# that the GEMMs keep BLAS efficient); otherwise this many rows per block and
-# the classes split in blocks.
+# The logits buffer by default (buffer_bytes=None): 32 MiB, or the
+# _MIN_ROWS rows of all K classes when they need more, up to 128 MiB.
+# Measured at N=8192, D=1024, K=50,000 float32, 2 threads, loss and both
+# gradients (benchmarks/compare_linear_ce.py): 32 MiB 12.9 s and a peak of
+# 0.092 of the unfused computation's, 64 MiB 11.2 s, 128 MiB 10.9 s and
+# 0.132; the unfused computation 12.4 s, PyTorch's chunked path 13.6 s.
+_BUFFER_BYTES = 32 << 20
+_BUFFER_BYTES_MAX = 128 << 20
+# At least this many rows per block when all classes fit in the buffer (the
+# GEMMs on fewer rows lose too much speed: 125 rows 14.5 s, 64 rows 17.3 s in
+# the setting above); otherwise this many rows per block and the classes
+# split in blocks (four GEMMs instead of three: 15.2 s).
 _MIN_ROWS = 128
 _SPLIT_ROWS = 1024
 
-def _plan(n, k, itemsize, buffer_bytes=_BUFFER_BYTES):
+
+def _default_buffer_bytes(k, itemsize):
+    return min(max(_BUFFER_BYTES, _MIN_ROWS * k * itemsize), _BUFFER_BYTES_MAX)
+
+
+def _plan(n, k, itemsize, buffer_bytes=None):
     """Rows and classes per block, from the shape (and the buffer size) only."""
+    if buffer_bytes is None:
+        buffer_bytes = _default_buffer_bytes(k, itemsize)
     budget = max(1, buffer_bytes // itemsize)
     if k * _MIN_ROWS <= budget:
         return max(1, min(n, budget // k)), k
@@ -80,12 +91,21 @@ def _plan(n, k, itemsize, buffer_bytes=_BUFFER_BYTES):
     return rows, max(1, min(k, budget // rows))
 
 
-def _gemm_acc(a, b, c, gemm):
-    """``c += a @ b`` in place, by BLAS ``gemm`` with ``beta = 1``.
+def _gemm(a, b, c, gemm, beta):
+    """``c = a @ b + beta * c`` in place, by SciPy's BLAS ``gemm``.
+
+    Every product of :func:`linear_cross_entropy` goes through this one BLAS
+    library. NumPy and SciPy each bundle their own OpenBLAS; alternating
+    between them (``np.matmul`` for the logits, SciPy's ``gemm`` for the
+    accumulation) left each library's idle threads spinning on the cores the
+    other one needed: measured at 167-row blocks of N=8192, D=1024,
+    K=50,000 float32, 2 threads, 326-369 ms per block against 243 ms with
+    SciPy's alone (``beta = 1`` is only available there).
 
     ``c`` is C-contiguous; Fortran BLAS sees it as ``c.T``, so this computes
-    ``c.T += b.T @ a.T``, passing each operand's memory as it is (a
-    Fortran-ordered view, or the array itself with the ``trans`` flag).
+    ``c.T = b.T @ a.T + beta * c.T``, passing each operand's memory as it is
+    (a Fortran-ordered view, or the array itself with the ``trans`` flag).
+    With ``beta = 0`` BLAS does not read ``c``.
     """
 
     def fortran(m):
@@ -94,16 +114,20 @@ def _gemm_acc(a, b, c, gemm):
             return m, 1
         return np.ascontiguousarray(m).T, 0
 
+    if a.shape[1] == 0:  # D = 0: BLAS rejects an empty inner dimension
+        if beta == 0.0:
+            c[...] = 0
+        return
     bb, tb = fortran(b)
     aa, ta = fortran(a)
-    out = gemm(1.0, bb, aa, beta=1.0, c=c.T, trans_a=tb, trans_b=ta, overwrite_c=1)
+    out = gemm(1.0, bb, aa, beta=beta, c=c.T, trans_a=tb, trans_b=ta, overwrite_c=1)
     if not np.shares_memory(out, c):  # pragma: no cover - scipy always writes an F-contiguous c in place
         c[...] = out.T
 
 
 def _check_buffer_bytes(buffer_bytes):
     if buffer_bytes is None:
-        return _BUFFER_BYTES
+        return None
     if isinstance(buffer_bytes, bool) or not isinstance(buffer_bytes, (int, np.integer)) or buffer_bytes < 1:
         raise ValueError(f"buffer_bytes must be a positive int (bytes) or None, got {buffer_bytes!r}")
     return int(buffer_bytes)
@@ -133,8 +157,8 @@ def linear_cross_entropy(
     :func:`torch.nn.functional.cross_entropy`) on ``X @ W.T + bias``, as
     :func:`torch.nn.functional.linear_cross_entropy`, computed by blocks of
     rows and classes with an online log-sum-exp: the memory used besides the
-    inputs and the gradients is a buffer of at most `buffer_bytes` (128 MiB),
-    not the N x K logits. The matrix products go through BLAS.
+    inputs and the gradients is a buffer of at most `buffer_bytes` (32 MiB by
+    default), not the N x K logits. The matrix products go through BLAS.
 
     Parameters
     ----------
@@ -171,9 +195,12 @@ def linear_cross_entropy(
         Threads of the Numba kernels and of BLAS (see :mod:`fastce.losses`).
     buffer_bytes : int, default=None
         Not in PyTorch: the size of the logits buffer, the memory used
-        besides the inputs and the gradients (None: 128 MiB). Smaller saves
-        memory, larger lets BLAS run on larger blocks; the results do not
-        depend on it beyond the rounding of the BLAS products.
+        besides the inputs and the gradients. None: 32 MiB, or enough for
+        128 rows of all K classes when that is more, up to 128 MiB
+        (``K`` up to 262,144 in float32). Smaller saves memory, larger lets
+        BLAS run on larger blocks (at N=8192, D=1024, K=50,000 float32:
+        32 MiB 12.9 s, 128 MiB 10.9 s); the results do not depend on it
+        beyond the rounding of the BLAS products.
 
     Returns
     -------
@@ -295,16 +322,14 @@ def linear_cross_entropy(
 
     buffer_bytes = _check_buffer_bytes(buffer_bytes)
     if _blocks is None:
-        rows, kb = _plan(n, k, dtype.itemsize, int(buffer_bytes))
+        rows, kb = _plan(n, k, dtype.itemsize, buffer_bytes)
     else:  # for the tests: force a block layout (rows, classes)
         rows, kb = (max(1, min(n, int(_blocks[0]))), max(1, min(k, int(_blocks[1]))))
     store = kb == k
     n_threads = resolve_n_threads(n_threads)
-    gemm = None
-    if return_grad:
-        from scipy.linalg import blas
+    from scipy.linalg import blas
 
-        gemm = blas.get_blas_funcs("gemm", dtype=dtype)
+    gemm = blas.get_blas_funcs("gemm", dtype=dtype)
 
     losses = np.zeros(n)
     buf = np.empty(min(n, rows) * kb, dtype=dtype)
@@ -328,7 +353,7 @@ def linear_cross_entropy(
             for k0 in range(0, k, kb):
                 k1 = min(k, k0 + kb)
                 Z = buf[: nr * (k1 - k0)].reshape(nr, k1 - k0)
-                np.matmul(Xr, w_lin[k0:k1].T, out=Z)
+                _gemm(Xr, w_lin[k0:k1].T, Z, gemm, 0.0)
                 run_kernel(
                     LK.lce_pass1_par, LK.lce_pass1_ser, n_threads, Z.size,
                     Z, r0, k0, b, has_bias, *common, keep, spread, need_smooth, store,
@@ -344,22 +369,16 @@ def linear_cross_entropy(
                 k1 = min(k, k0 + kb)
                 Z = buf[: nr * (k1 - k0)].reshape(nr, k1 - k0)
                 if not store:
-                    np.matmul(Xr, w_lin[k0:k1].T, out=Z)
+                    _gemm(Xr, w_lin[k0:k1].T, Z, gemm, 0.0)
                 run_kernel(
                     LK.lce_pass2_par, LK.lce_pass2_ser, n_threads, Z.size,
                     Z, r0, k0, b, has_bias, *common, wsum, keep, spread, eps, k, store, scale, sw, sw_step,
                     M[:nr], S[:nr], A[:nr], B[:nr], P1[:nr],
                 )  # fmt: skip
                 if d and _grad_X:
-                    if k0 == 0:
-                        np.matmul(Z, w_lin[k0:k1], out=gX[r0:r1])
-                    else:
-                        _gemm_acc(Z, w_lin[k0:k1], gX[r0:r1], gemm)
+                    _gemm(Z, w_lin[k0:k1], gX[r0:r1], gemm, 0.0 if k0 == 0 else 1.0)
                 if d:
-                    if r0 == 0:
-                        np.matmul(Z.T, Xr, out=gW[k0:k1])
-                    else:
-                        _gemm_acc(Z.T, Xr, gW[k0:k1], gemm)
+                    _gemm(Z.T, Xr, gW[k0:k1], gemm, 0.0 if r0 == 0 else 1.0)
                 if has_bias:
                     run_kernel(LK.col_sums_par, LK.col_sums_ser, n_threads, Z.size, Z, gb[k0:k1])
 

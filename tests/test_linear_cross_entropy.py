@@ -297,6 +297,22 @@ def test_buffer_size_changes_blocks_not_results():
             linear_cross_entropy(X, W, y, buffer_bytes=bad)
 
 
+def test_default_buffer():
+    # documented: 32 MiB, or 128 rows of all K classes when that is more, up
+    # to 128 MiB; all K classes in one block up to K = 262,144 in float32
+    from fastce.linear_ce import _plan
+
+    mib = 1 << 20
+    for k, itemsize in ((10, 8), (50_000, 4), (100_000, 4), (262_144, 4), (300_000, 4), (10**6, 8)):
+        rows, kb = _plan(10**6, k, itemsize)
+        buffer = rows * kb * itemsize
+        assert buffer <= max(32 * mib, min(128 * k * itemsize, 128 * mib))
+        assert (kb == k and rows >= 128) == (128 * k * itemsize <= 128 * mib)
+        if kb == k and 128 * k * itemsize <= 32 * mib:
+            assert buffer > 32 * mib - k * itemsize  # the 32 MiB are used
+    assert _plan(50, 50_000, 4) == (50, 50_000)  # never more rows than N
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dask_input_gives_lazy_results(dtype):
     # Dask X (uneven row chunks, features split: rechunked), lazy until computed,
