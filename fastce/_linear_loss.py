@@ -31,6 +31,14 @@ single pass (dense ``X``, the default there)
     10 classes, 18 ms per evaluation against 44 ms for ``X @ W`` + fused
     loss + ``X.T @ G`` below (scikit-learn's ``LinearModelLoss``: 51 ms);
     1,000,000 x 50 binary, 16 ms against 34 ms (scikit-learn's: 43 ms).
+linear cross-entropy (dense float64 ``X``, multinomial, big products)
+    The objective and gradient of the single-pass path come from
+    :func:`fastce.linear_cross_entropy` (BLAS on blocks of rows, an online
+    log-sum-exp, O(block) memory) when ``X`` has at least 400 columns and
+    ``W`` at least 200,000 entries, or 256 columns and 800,000 entries
+    (``_LCE_CROSSOVER``): there BLAS's products beat the single-pass
+    kernels' (see :doc:`/linear_cross_entropy` for the measured crossover). Hessian
+    products (``newton-cg``) stay on the single-pass kernels.
 BLAS and the loss functions (sparse ``X``, or ``single_pass=False``)
     One ``X @ W`` (BLAS, or SciPy's sparse product), one call of
     :func:`fastce.cross_entropy` / :func:`fastce.binary_cross_entropy_with_logits`
@@ -56,6 +64,16 @@ __all__ = ["LinearLoss"]
 _ROW_BLOCK_ELEMENTS = 1 << 14
 _MAX_BLOCKS = 128
 _MIN_BLOCK_ROWS = 256
+
+# When the single-pass path hands the objective and gradient of a
+# multinomial problem on dense float64 X to linear_cross_entropy: D features,
+# K classes, K * D coefficients at least (D, K * D) of one of these pairs.
+# Measured by benchmarks/compare_linear_loss_paths.py (2 threads, N=20,000;
+# ms per evaluation, single pass / linear_cross_entropy): D=100: K=200 29/34,
+# K=3000 399/540 (never pays); D=300: K=300 100/106, K=1000 293/299,
+# K=3000 1146/963; D=400 K=500 213/200; D=500: K=400 217/184, K=500 275/228;
+# D=1000: K=100 103/108, K=300 308/244, K=1000 1379/776.
+_LCE_CROSSOVER = ((400, 200_000), (256, 800_000))
 
 
 def _n_blocks(n, block):
@@ -83,6 +101,12 @@ class LinearLoss:
         Threads of the kernels (see :func:`fastce._config.resolve_n_threads`).
     single_pass : bool or None, default=None
         Use the single-pass kernels (dense ``X`` only). ``None``: for dense ``X``.
+    linear_ce : bool or None, default=None
+        On the single-pass path, evaluate the objective and gradient of the
+        multinomial model with :func:`fastce.linear_cross_entropy` (dense
+        float64 ``X`` only) except while :attr:`keep_hessian` is set.
+        ``None``: when the shape is past the measured crossover
+        (``_LCE_CROSSOVER``).
 
     Notes
     -----
@@ -93,8 +117,9 @@ class LinearLoss:
     """
 
     def __init__(
-        self, X, y, sample_weight, *, n_classes, fit_intercept, l2_reg_strength, n_threads=None, single_pass=None
-    ):
+        self, X, y, sample_weight, *, n_classes, fit_intercept, l2_reg_strength, n_threads=None, single_pass=None,
+        linear_ce=None,
+    ):  # fmt: skip
         self.X = X
         self.sparse = sp.issparse(X)
         self.dtype = np.dtype(X.dtype)
@@ -113,6 +138,12 @@ class LinearLoss:
         self.single_pass = (not self.sparse) if single_pass is None else bool(single_pass)
         if self.single_pass and self.sparse:
             raise ValueError("the single-pass kernels need a dense X")
+        lce_ok = self.single_pass and self.multinomial and self.dtype == np.float64
+        if linear_ce is None:
+            linear_ce = lce_ok and any(d >= d_min and self.n_classes * d >= kd_min for d_min, kd_min in _LCE_CROSSOVER)
+        elif linear_ce and not lce_ok:
+            raise ValueError("linear_ce needs the single-pass path, a dense float64 X and the multinomial model")
+        self.linear_ce = bool(linear_ce)
         self.keep_hessian = False
         self.n_evaluations = 0
         self.n_hessp = 0
@@ -296,6 +327,19 @@ class LinearLoss:
         self._reduce_gp(grad)
         return float(self._lp.sum())
 
+    def _loss_grad_lce(self, W, b, grad):
+        from .linear_ce import linear_cross_entropy
+
+        loss, _, gW, gb = linear_cross_entropy(
+            self.X, W, self.y, b, reduction="sum", sample_weight=self._sw64 if self._sw_step else None,
+            return_grad=True, n_threads=self.n_threads, _grad_X=False,
+        )  # fmt: skip
+        d = self.n_features
+        grad[:, :d] = gW
+        if self.fit_intercept:
+            grad[:, d] = gb
+        return float(loss)
+
     def loss_gradient(self, w):
         """Objective and its gradient at the flat parameter vector ``w``.
 
@@ -308,7 +352,10 @@ class LinearLoss:
         w = np.asarray(w, dtype=np.float64)
         W, _ = self.split(w)
         grad = np.empty(self.shape)
-        if self.single_pass:
+        if self.linear_ce and not self.keep_hessian:
+            loss_sum = self._loss_grad_lce(W, self.split(w)[1], grad)
+            self._hessian_ready = False
+        elif self.single_pass:
             loss_sum = self._loss_grad_single_pass(w, grad)
             self._hessian_ready = self.keep_hessian
         else:

@@ -348,6 +348,80 @@ def test_code_paths_agree():
             assert_allclose(h, h0, rtol=1e-4, atol=1e-5 * np.abs(h0).max(), err_msg=path)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_linear_cross_entropy_path(fit_intercept, weighted):
+    # the objective and gradient through fastce.linear_cross_entropy (forced
+    # here; by default only past the measured crossover) against the float64
+    # objective from scratch, finite differences and the single-pass kernels
+    rng = np.random.default_rng(10 + 2 * fit_intercept + weighted)
+    n, d, k = 700, 9, 6
+    X = rng.normal(size=(n, d))
+    y = rng.integers(0, k, size=n)
+    sw = rng.uniform(0, 2, size=n) if weighted else None
+    kw = dict(n_classes=k, fit_intercept=fit_intercept, l2_reg_strength=0.02)
+    lce = LinearLoss(X, y, sw, linear_ce=True, **kw)
+    single = LinearLoss(X, y, sw, linear_ce=False, **kw)
+    w = rng.normal(size=lce.size) * 0.5
+    v = rng.normal(size=lce.size)
+    f, g = lce.loss_gradient(w)
+    coef, intercept = lce.coef_intercept(w)
+    assert_allclose(f, objective(X, y, coef, intercept, 1.0 / (0.02 * lce.sw_sum), sw), rtol=1e-13)
+    eps = 1e-5
+    fd = (lce.loss_gradient(w + eps * v)[0] - lce.loss_gradient(w - eps * v)[0]) / (2 * eps)
+    assert_allclose(g @ v, fd, rtol=1e-7)
+    f1, g1 = single.loss_gradient(w)
+    assert_allclose(f, f1, rtol=1e-14)
+    assert_allclose(g, g1, rtol=1e-12, atol=1e-14 * np.abs(g1).max())
+    # a Newton solver's evaluations keep what the Hessian products need: the
+    # single-pass kernels do them
+    lce.keep_hessian = True
+    lce.loss_gradient(w)
+    lce.prepare_hessian()
+    single.keep_hessian = True
+    single.loss_gradient(w)
+    single.prepare_hessian()
+    assert_allclose(lce.hessp(v), single.hessp(v), rtol=1e-13)
+
+
+def test_linear_cross_entropy_path_choice():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=20)
+    kw = dict(fit_intercept=True, l2_reg_strength=0.1)
+    # past the crossover: 400 features and 200,000 coefficients, or 256 and 800,000
+    assert LinearLoss(np.zeros((20, 500)), y, None, n_classes=400, **kw).linear_ce
+    assert LinearLoss(np.zeros((20, 300)), y, None, n_classes=3000, **kw).linear_ce
+    assert not LinearLoss(np.zeros((20, 300)), y, None, n_classes=1000, **kw).linear_ce
+    assert not LinearLoss(np.zeros((20, 100)), y, None, n_classes=30000, **kw).linear_ce
+    assert not LinearLoss(np.zeros((20, 1000)), y, None, n_classes=100, **kw).linear_ce
+    # never for float32 data, the binomial model or the BLAS path
+    assert not LinearLoss(np.zeros((20, 500), np.float32), y, None, n_classes=1000, **kw).linear_ce
+    assert not LinearLoss(np.zeros((20, 300000)), y % 2, None, n_classes=2, **kw).linear_ce
+    assert not LinearLoss(np.zeros((20, 500)), y, None, n_classes=1000, single_pass=False, **kw).linear_ce
+    for X, n_classes in ((np.zeros((20, 5), np.float32), 3), (np.zeros((20, 5)), 2)):
+        with pytest.raises(ValueError, match="linear_ce needs"):
+            LinearLoss(X, y % n_classes, None, n_classes=n_classes, linear_ce=True, **kw)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton-cg"])
+def test_parity_through_linear_cross_entropy(monkeypatch, solver):
+    # the estimator on the linear_cross_entropy path (crossover lowered to
+    # this small problem) reaches scikit-learn's optimum
+    import fastce._linear_loss as LL
+
+    monkeypatch.setattr(LL, "_LCE_CROSSOVER", ((1, 1),))
+    calls = []
+    original = LL.LinearLoss._loss_grad_lce
+    monkeypatch.setattr(LL.LinearLoss, "_loss_grad_lce", lambda self, *a: calls.append(1) or original(self, *a))
+    name, weights = "digits", "sample"
+    X, y = dataset(name)
+    sw, cw = weights_for(name, weights)
+    est = LogisticRegression(solver=solver, **TIGHT).fit(X, y, sample_weight=sw)
+    assert_parity(est, reference(name, weights, True), X, y, 1.0, sw, cw)
+    # lbfgs evaluates there; newton-cg keeps the Hessian's data, on the single pass
+    assert (len(calls) > 10) if solver == "lbfgs" else not calls
+
+
 def test_vexp_matches_numpy():
     """The vectorisable exp of the multinomial kernels, over the whole float64 range."""
     from fastce import _linear_kernels as LK
