@@ -66,6 +66,7 @@ DESCRIPTION = ("Time fastce against PyTorch, scikit-learn and SciPy, and against
 HELP = "time fastce against its peers and this machine's floors"
 
 KERNELS = ("cross_entropy", "binary_cross_entropy_with_logits", "logsumexp", "softmax", "log_softmax")
+_LOSSES = ("cross_entropy", "binary_cross_entropy_with_logits")
 PEERS = ("torch", "sklearn", "scipy")
 
 # Which peers do the same work as each fastce kernel.
@@ -554,6 +555,19 @@ def _implementation(kernel, peer, data, threads):
     the gradient is computed and discarded) or the output array (primitives).
     """
     x = data["x"]
+    if peer == "fastce, grad_out":
+        # the losses writing their gradient into one preallocated array, as a
+        # training loop would (no fresh pages for the kernel to fault in)
+        import fastce
+
+        grad = np.empty_like(x)
+        if kernel == "cross_entropy":
+            t = data["t"]
+            return contextlib.nullcontext, lambda: fastce.cross_entropy(
+                x, t, return_grad=True, n_threads=threads, grad_out=grad)[0]  # fmt: skip
+        y = data["y"]
+        return contextlib.nullcontext, lambda: fastce.binary_cross_entropy_with_logits(
+            x, y, return_grad=True, n_threads=threads, grad_out=grad)[0]  # fmt: skip
     if peer == "fastce":
         import fastce
 
@@ -769,7 +783,7 @@ def benchmark(size="quick", threads=None, dtypes=("float32", "float64"), kernels
 
     n_steps = 2 * len(threads)  # floors, before and after
     for kernel, shape in work:
-        n_steps += len(dtypes) * len(threads) * (1 + sum(p in found for p in _KERNEL_PEERS[kernel]))
+        n_steps += len(dtypes) * len(threads) * (1 + (kernel in _LOSSES) + sum(p in found for p in _KERNEL_PEERS[kernel]))
     n_steps += len(sweep_shapes) * len(sweep_peers)
 
     results = {
@@ -823,6 +837,12 @@ def benchmark(size="quick", threads=None, dtypes=("float32", "float64"), kernels
                         }
                         del out
                         bar.advance()
+                    if kernel in _LOSSES:
+                        bar.step(f"{_LABELS[kernel]} {_fmt_shape(shape)} {dname} {n}t: fastce, grad_out")
+                        _, fn = _implementation(kernel, "fastce, grad_out", data, n)
+                        best = best_of(fn, repeat, budget=budget, min_time=spec["min_time"])[0]
+                        row["reused"] = {"time_s": best, "gb_per_s": nbytes / best / 1e9}
+                        bar.advance()
                     fast = row["impl"]["fastce"]
                     row["time_s"] = fast["time_s"]
                     row["gb_per_s"] = fast["gb_per_s"]
@@ -858,6 +878,10 @@ def benchmark(size="quick", threads=None, dtypes=("float32", "float64"), kernels
         row["floor_s"] = max(row["memory_floor_s"], row["exp_floor_s"])
         row["bound"] = "memory" if row["memory_floor_s"] >= row["exp_floor_s"] else "exp"
         row["ratio_to_floor"] = row["time_s"] / row["floor_s"]
+        if "reused" in row:
+            row["reused"]["ratio_to_floor"] = row["reused"]["time_s"] / row["floor_s"]
+            row["reused"]["speedup"] = {p: v["time_s"] / row["reused"]["time_s"] for p, v in row["impl"].items()
+                                        if p != "fastce"}  # fmt: skip
     return results
 
 
@@ -882,12 +906,14 @@ def _ms(seconds):
 def _table_columns(results):
     peers = [p for p in PEERS if any(p in row["impl"] for row in results["rows"])]
     header = ["kernel", "shape", "dtype", "thr", "fastce ms", "GB/s", "floor ms", "bound", "x floor",
-              "rel err vs f64"]  # fmt: skip
+              "grad_out ms", "grad_out x floor", "rel err vs f64"]  # fmt: skip
     header += [f"vs {p}" for p in peers]
     body = []
     for row in results["rows"]:
+        reused = row.get("reused")
         cells = [row["label"], _fmt_shape(row["shape"]), row["dtype"], str(row["threads"]), _ms(row["time_s"]),
                  f"{row['gb_per_s']:.1f}", _ms(row["floor_s"]), row["bound"], f"{row['ratio_to_floor']:.2f}",
+                 _ms(reused["time_s"]) if reused else "", f"{reused['ratio_to_floor']:.2f}" if reused else "",
                  f"{row['rel_error']:.1e}"]  # fmt: skip
         for p in peers:
             if p in row["impl"]:
@@ -918,6 +944,8 @@ def _preamble(results):
         lines.append(f"warning: {len(beaten)} row(s) ran faster than their measured floor: the floors were measured "
                      "while the machine was busy (other processes on the cores); rerun on a quiet machine")  # fmt: skip
     lines.append("floor = max(bytes that must move / copy bandwidth, exp+log evaluations / exp throughput); "
+                 "'grad_out': the losses writing into one reused gradient array (a fresh one costs the kernel "
+                 "page faults; the copy floor writes into an existing array); "
                  "'vs peer' = peer time / fastce time (>1: fastce faster); rel err: mean loss (losses) or "
                  "max|out-ref|/max|ref| (primitives) vs float64 NumPy on the same values; "
                  "scipy runs on 1 thread")  # fmt: skip

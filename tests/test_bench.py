@@ -64,6 +64,13 @@ def test_floors_are_positive_and_consistent(results):
         assert row["gb_per_s"] == pytest.approx(row["bytes"] / row["time_s"] / 1e9)
         for peer, speedup in row["speedup"].items():
             assert speedup == pytest.approx(row["impl"][peer]["time_s"] / row["time_s"])
+        # the losses are also timed writing into a reused gradient array
+        assert ("reused" in row) == (row["kernel"] in ("cross_entropy", "binary_cross_entropy_with_logits"))
+        if "reused" in row:
+            reused = row["reused"]
+            assert reused["time_s"] > 0 and reused["ratio_to_floor"] == pytest.approx(reused["time_s"] / row["floor_s"])
+            for peer, speedup in reused["speedup"].items():
+                assert speedup == pytest.approx(row["impl"][peer]["time_s"] / reused["time_s"])
 
 
 def _independent_error(kernel, data, dtype):
