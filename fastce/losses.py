@@ -223,7 +223,7 @@ def cross_entropy(
 
     sw, sw_step = row_weights(sample_weight, row_shape)
 
-    if x3.shape[2] == 1 and n_classes > K.TILE_MAX_C:  # row layout, see _kernels
+    if x3.shape[2] == 1 and n_classes * x3.itemsize > K.TILE_MAX_BYTES:  # row layout, see _kernels
         block = max(1, min(1024, _CE_BLOCK_ELEMENTS // n_classes))
     else:  # tiles of K.LANES rows
         block = K.LANES * max(1, min(64, _CE_BLOCK_ELEMENTS // (n_classes * K.LANES)))

@@ -146,7 +146,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
             for i in np.flatnonzero(~np.isfinite(out)):
                 out[i], sgn[i] = K._lse_row(x2[i], x2[i], False, return_sign, e)
         else:
-            block = max(1, min(4096, (1 << 14) // x2.shape[1]))
+            if bb is None and x2.shape[1] * x2.itemsize <= K.TILE_MAX_BYTES:  # whole tiles of K.LANES rows
+                block = K.LANES * max(1, min(64, (1 << 14) // (x2.shape[1] * K.LANES)))
+            else:
+                block = max(1, min(4096, (1 << 14) // x2.shape[1]))
             run_kernel(
                 K.logsumexp_par, K.logsumexp_ser, None, x2.size,
                 x2, b2, int(bb is not None), return_sign, out, sgn, block,
@@ -216,7 +219,7 @@ def _softmax_like(x, axis, name):
     else:
         # rows per prange block, from the shape only: tiles of K.LANES short
         # rows, or one row at a time for rows of many elements
-        if x2.shape[1] <= K.TILE_MAX_C:
+        if x2.shape[1] * x2.itemsize <= K.TILE_MAX_BYTES:
             block = K.LANES * max(1, min(64, (1 << 14) // (x2.shape[1] * K.LANES)))
         else:
             block = 1

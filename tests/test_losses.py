@@ -127,6 +127,25 @@ def test_cross_entropy_torch_parity(torch, shape, dtype, reduction, weighted,
     assert_close(grad, rg, dtype)
 
 
+@pytest.mark.parametrize("prob", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", [48, 49, 64, 65, 128, 129])
+def test_cross_entropy_tiles_and_rows(n_classes, dtype, prob):
+    # Rows of up to 512 bytes (64 float64, 128 float32 elements) go through
+    # tiles of 64 rows, longer ones row by row: both sides of both limits,
+    # with several tiles and a partial one, weights, label smoothing and an
+    # ignored class, against the float64 formulas; serial and parallel kernels.
+    for n_rows in (301, 40_000 // n_classes + 7):
+        ignore = -100 if prob else 3
+        x, t, w = make_ce((n_rows, n_classes), dtype, True, ignore, prob, seed=n_classes)
+        kw = dict(weight=w, ignore_index=ignore, label_smoothing=0.1)
+        for reduction in ("none", "mean"):
+            loss, grad = fastce.cross_entropy(x, t, return_grad=True, reduction=reduction, **kw)
+            rl, rg = R.cross_entropy(x, t, w, ignore, reduction, 0.1)
+            assert_close(loss, rl, dtype)
+            assert_close(grad, rg, dtype)
+
+
 @pytest.mark.parametrize("ignore_index", [-100, 1])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("ls", [0.0, 0.1])
