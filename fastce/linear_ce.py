@@ -31,9 +31,9 @@ computation. Otherwise (huge K) the logits are computed twice: four GEMMs.
 Memory
 ------
 Besides the outputs (``grad_X`` and ``grad_W`` of the shapes of ``X`` and
-``W``, ``grad_bias``), one buffer of at most ``buffer_bytes`` (by default 32 MiB, up to
-128 MiB for K above 65,536 in float32) and a
-few float64 vectors of length N or K: O(N + K + block), not O(N K).
+``W``, ``grad_bias``), one buffer of at most ``buffer_bytes`` (by default
+32 MiB, up to 128 MiB for K above 65,536 in float32) and a few float64
+vectors of length N or K: O(N + K + block), not O(N K).
 The block sizes depend on the shape only, never on the thread count; each
 row's loss is computed by one thread and the losses are summed in a fixed
 order, so results do not depend on the number of threads beyond the
