@@ -37,8 +37,9 @@ linear cross-entropy (dense float64 ``X``, multinomial, big products)
     log-sum-exp, O(block) memory) when ``X`` has at least 400 columns and
     ``W`` at least 200,000 entries, or 256 columns and 800,000 entries
     (``_LCE_CROSSOVER``): there BLAS's products beat the single-pass
-    kernels' (see :doc:`/linear_cross_entropy` for the measured crossover). Hessian
-    products (``newton-cg``) stay on the single-pass kernels.
+    kernels' (see :doc:`/linear_cross_entropy` for the measured
+    crossover). Hessian products (``newton-cg``) stay on the single-pass
+    kernels.
 BLAS and the loss functions (sparse ``X``, or ``single_pass=False``)
     One ``X @ W`` (BLAS, or SciPy's sparse product), one call of
     :func:`fastce.cross_entropy` / :func:`fastce.binary_cross_entropy_with_logits`
