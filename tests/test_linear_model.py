@@ -15,9 +15,10 @@
 
 Notes on the parity set-up. wine and breast_cancer are standardised and
 digits is divided by 16: on the raw features these problems are so badly
-conditioned that an L-BFGS run (scikit-learn's as well as ours) stops on its
-relative-reduction test before the parameters are accurate to 1e-4
-(``test_lbfgs_stops_early_on_raw_features`` shows it); newton-cg is also
+conditioned that an L-BFGS run (scikit-learn's as well as ours) crawls along
+a flat valley, near the minimum in objective but not accurate to 1e-4 in the
+parameters within 10,000 iterations (``test_lbfgs_stalls_on_raw_features``
+shows it); newton-cg is also
 checked on the raw features. For float32 input the reference is
 scikit-learn's float64 fit on the same (float32-rounded) data: scikit-learn's
 own float32 fit accumulates its products in float32 and is itself off the
@@ -224,11 +225,14 @@ def test_parity_raw_features_newton_cg(name):
     assert_parity(est, ref, X, y)
 
 
-def test_lbfgs_stops_early_on_raw_features():
-    """Why the parity data are scaled: on raw wine, L-BFGS (scikit-learn's too)
-    stops on ftol far from the 1e-4 agreement, although both are the same run."""
+def test_lbfgs_stalls_on_raw_features():
+    """Why the parity data are scaled: on raw wine (features of scales 0.1 to
+    1,000) L-BFGS, scikit-learn's as fastce's, crawls along a flat valley: the
+    objective comes close to the minimum while the parameters stay far from
+    the minimiser, farther than the 1e-4 of the parity checks."""
     X, y = dataset("wine_raw")
     ref = reference("wine_raw", "none", True)
+    f_ref = objective(X, y, ref.coef_, ref.intercept_)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         sk = SkLogisticRegression(**TIGHT).fit(X, y)
@@ -236,8 +240,8 @@ def test_lbfgs_stops_early_on_raw_features():
     for model in (sk, est):
         with pytest.raises(AssertionError, match="parameters differ"):
             assert_parity(model, ref, X, y)
-    # ... and they agree with each other much better than with the minimiser
-    assert_parity(est, sk, X, y, rtol=1e-2, obj_rtol=1e-6)
+        f = objective(X, y, model.coef_, model.intercept_)
+        assert f_ref * (1 - 1e-12) <= f <= f_ref * (1 + 1e-5)
 
 
 def test_parity_check_can_fail():
