@@ -300,6 +300,117 @@ def _flog1p_overload(v):
     return None
 
 
+def flog1p_unit(v):
+    """log(1 + v) for v in [0, 1] (NaN propagates), vectorisable (Numba only).
+
+    The softplus term log1p(exp(-|z|)) of the sigmoid losses, at half the
+    cost of :func:`flog1p`: no exponent split and one division instead of
+    two. Within 2 ulp over [0, 1] (tests go through the float32 values there).
+    """
+    raise NotImplementedError("flog1p_unit is only callable from Numba-compiled code")
+
+
+def flog1p_unit_recip(v):
+    """(log(1 + v), 1 / (1 + v)) for v in [0, 1] with one division between
+    them (Numba only): with v = exp(-|z|), the softplus term and the sigmoid
+    of the logit losses. Within 4 ulp (as :func:`flog1p`) and 3 ulp."""
+    raise NotImplementedError("flog1p_unit_recip is only callable from Numba-compiled code")
+
+
+def _unit_series(z, big):
+    raise NotImplementedError
+
+
+# log(1 + v) = 2 atanh(z) with z = v / (2 + v) for v <= sqrt(2) - 1 and, above,
+# log 2 + 2 atanh(z) with z = (v - 1) / (v + 3) (that is, 1 + v = 2 f with f
+# in [sqrt(1/2), 1]); |z| <= 0.172 either way, the series of _log64/_log32.
+_SQRT2_M1 = 0.41421356237309503
+
+
+def _unit_series64(z, big):
+    w = z * z
+    p = 1.0 / 21.0
+    p = p * w + 1.0 / 19.0
+    p = p * w + 1.0 / 17.0
+    p = p * w + 1.0 / 15.0
+    p = p * w + 1.0 / 13.0
+    p = p * w + 1.0 / 11.0
+    p = p * w + 1.0 / 9.0
+    p = p * w + 1.0 / 7.0
+    p = p * w + 1.0 / 5.0
+    p = p * w + 1.0 / 3.0
+    z2 = z + z
+    hi = 0.6931471803691238 if big else 0.0
+    lo = 1.9082149292705877e-10 if big else 0.0
+    return hi + (z2 + (z2 * w * p + lo))
+
+
+def _unit_series32(z, big):
+    w = z * z
+    p = _F32(1.0 / 11.0)
+    p = p * w + _F32(1.0 / 9.0)
+    p = p * w + _F32(1.0 / 7.0)
+    p = p * w + _F32(1.0 / 5.0)
+    p = p * w + _F32(1.0 / 3.0)
+    z2 = z + z
+    hi = _F32(0.693359375) if big else _F32(0.0)
+    lo = _F32(-2.12194440e-4) if big else _F32(0.0)
+    return hi + (z2 + (z2 * w * p + lo))
+
+
+def _log1p_unit64(v):
+    big = v > _SQRT2_M1
+    return _unit_series((v - 1.0 if big else v) / (v + 3.0 if big else v + 2.0), big)
+
+
+def _log1p_unit32(v):
+    big = v > _F32(_SQRT2_M1)
+    return _unit_series((v - _F32(1.0) if big else v) / (v + _F32(3.0) if big else v + _F32(2.0)), big)
+
+
+def _log1p_unit_recip64(v):
+    big = v > _SQRT2_M1
+    den = v + 3.0 if big else v + 2.0
+    u = v + 1.0
+    q = 1.0 / (u * den)
+    return _unit_series((v - 1.0 if big else v) * (q * u), big), q * den
+
+
+def _log1p_unit_recip32(v):
+    big = v > _F32(_SQRT2_M1)
+    den = v + _F32(3.0) if big else v + _F32(2.0)
+    u = v + _F32(1.0)
+    q = _F32(1.0) / (u * den)
+    return _unit_series((v - _F32(1.0) if big else v) * (q * u), big), q * den
+
+
+@overload(_unit_series, jit_options=_FAST_OPTS)
+def _unit_series_overload(z, big):
+    if z == types.float32:
+        return _unit_series32
+    if z == types.float64:
+        return _unit_series64
+    return None
+
+
+@overload(flog1p_unit, jit_options=_FAST_OPTS)
+def _flog1p_unit_overload(v):
+    if v == types.float32:
+        return _log1p_unit32
+    if v == types.float64:
+        return _log1p_unit64
+    return None
+
+
+@overload(flog1p_unit_recip, jit_options=_FAST_OPTS)
+def _flog1p_unit_recip_overload(v):
+    if v == types.float32:
+        return _log1p_unit_recip32
+    if v == types.float64:
+        return _log1p_unit_recip64
+    return None
+
+
 @_jit()
 def exp_array(x, out):
     """``out[:] = exp(x)`` with the vectorisable exp (benchmarks' exp floor)."""
@@ -773,7 +884,7 @@ def _sigmoid_block(j, x, out, log, block):
     if log:
         for i in range(j * block, stop):
             z = np.float64(x[i])
-            out[i] = -flog1p(fexp(-abs(z))) - max(-z, 0.0)
+            out[i] = -flog1p_unit(fexp(-abs(z))) - max(-z, 0.0)
     else:
         for i in range(j * block, stop):
             z = np.float64(x[i])
@@ -1344,9 +1455,8 @@ def _bce_logits_run64(x, y, w, pw, scale, lo, g):
         wk = w[k]
         pwk = pw[k]
         e = fexp(-abs(z))
-        sp = flog1p(e)
+        sp, inv = flog1p_unit_recip(e)  # log1p(e), 1 / (1 + e)
         lo[k] = wk * (pwk * yk * (sp + max(-z, 0.0)) + (1.0 - yk) * (sp + max(z, 0.0)))
-        inv = 1.0 / (1.0 + e)
         pos = z >= 0.0
         sig_pos = inv if pos else e * inv  # sigmoid(z)
         sig_neg = e * inv if pos else inv  # sigmoid(-z)
@@ -1362,9 +1472,8 @@ def _bce_logits_run32(x, y, w, pw, scale, lo, g):
         wk = w[k]
         pwk = pw[k]
         e = fexp(-abs(z))
-        sp = flog1p(e)
+        sp, inv = flog1p_unit_recip(e)
         lo[k] = wk * (pwk * yk * (sp + max(-z, zero)) + (one - yk) * (sp + max(z, zero)))
-        inv = one / (one + e)
         pos = z >= zero
         sig_pos = inv if pos else e * inv
         sig_neg = e * inv if pos else inv

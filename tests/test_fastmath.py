@@ -14,8 +14,10 @@ def _apply(kind, x, out):
             out[i] = K.fexp(x[i])
         elif kind == 1:
             out[i] = K.flog(x[i])
-        else:
+        elif kind == 2:
             out[i] = K.flog1p(x[i])
+        else:
+            out[i] = K.flog1p_unit(x[i])
 
 
 def _ulp_error(got, ref, dtype):
@@ -28,7 +30,7 @@ def _ulp_error(got, ref, dtype):
 def _reference(kind, x):
     x64 = x.astype(np.float64)
     with np.errstate(all="ignore"):
-        return (np.exp, np.log, np.log1p)[kind](x64)
+        return (np.exp, np.log, np.log1p, np.log1p)[kind](x64)
 
 
 def _check(kind, x, max_ulp):
@@ -84,3 +86,44 @@ def test_log1p(dtype):
         [0.0, -1.0, np.inf, np.nan, 1e-30, -1e-30],
     ]).astype(dtype)
     _check(2, x, 4.0)
+
+
+@numba.njit
+def _apply_unit_recip(x, out_log, out_recip):
+    for i in range(x.shape[0]):
+        out_log[i], out_recip[i] = K.flog1p_unit_recip(x[i])
+
+
+def _unit_inputs(dtype):
+    """[0, 1]: float32 through its bit patterns by a stride (subnormals, both
+    sides of the branch at sqrt(2) - 1, and 1 included), float64 sampled."""
+    if dtype == np.float32:
+        one = int(np.float32(1.0).view(np.uint32))
+        x = np.arange(0, one + 1, 37, dtype=np.uint32).view(np.float32)
+    else:
+        rng = np.random.default_rng(3)
+        x = np.concatenate([rng.uniform(0, 1, 300_000), np.exp(rng.uniform(-745, 0, 100_000))])
+    branch = np.float64(np.sqrt(2.0) - 1.0).astype(dtype)
+    edges = [0.0, 1.0, float(branch), float(np.nextafter(branch, dtype(0))), float(np.nextafter(branch, dtype(1))),
+             float(np.finfo(dtype).smallest_subnormal), float(np.finfo(dtype).tiny), np.nan]  # fmt: skip
+    return np.concatenate([x, np.array(edges, dtype=dtype)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log1p_unit_interval(dtype):
+    """flog1p_unit: log1p on [0, 1], the softplus term of the sigmoid losses."""
+    _check(3, _unit_inputs(dtype), 2.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log1p_unit_recip(dtype):
+    """flog1p_unit_recip: (log1p(v), 1 / (1 + v)) on [0, 1] with one division."""
+    x = _unit_inputs(dtype)
+    out_log, out_recip = np.empty_like(x), np.empty_like(x)
+    _apply_unit_recip(x, out_log, out_recip)
+    finite = ~np.isnan(x)
+    assert np.isnan(out_log[~finite]).all() and np.isnan(out_recip[~finite]).all()
+    x64 = x[finite].astype(np.float64)
+    assert _ulp_error(out_log[finite], np.log1p(x64), x.dtype)[x64 > 0].max() <= 4.0  # as flog1p
+    assert np.all(out_log[finite][x64 == 0] == 0)
+    assert _ulp_error(out_recip[finite], 1.0 / (1.0 + x64), x.dtype).max() <= 3.0
