@@ -1,7 +1,8 @@
 """The asv suite in benchmarks/ runs: ``asv run --python=same --quick``.
 
-With ``FASTCE_ASV_SMALL=1`` (shapes about 100 times smaller, see
-``benchmarks/benchmarks/common.py``) so that it takes a couple of minutes.
+With ``FASTCE_ASV_SMALL=1`` (shapes about 100 times smaller and fewer
+parameter combinations, see ``benchmarks/benchmarks/common.py``) so that it
+takes a few minutes.
 asv exits with status 2 when a benchmark fails (an exception in ``setup``
 or in the timed function; skips are not failures), so this test fails when
 a change breaks a benchmark. Nothing is timed or asserted about speed, and

@@ -61,7 +61,7 @@ class BinaryCrossEntropyWithLogits(_LossGrad):
 
 class PeakMemCrossEntropy(_LossGrad):
     kernel = "cross_entropy"
-    params = [[common.CE_SHAPES[0], common.CE_SHAPES[2]], list(common.DTYPES), common.LOSS_PEERS]  # 10 and 1,000 classes
+    params = [common.PEAKMEM_CE_SHAPES, list(common.DTYPES), common.LOSS_PEERS]  # 10 and 1,000 classes
     param_names = ["shape", "dtype", "peer"]
 
     def setup(self, shape, dtype, peer):
