@@ -21,7 +21,7 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 # ``asv run --python=same --quick`` that way (tests/test_asv.py) so that a
 # broken benchmark fails CI; results at these sizes are not for tracking.
 # asv starts a process per parameter combination (about 2 s each with the
-# imports): the full grid took 8 minutes of CI.
+# imports): the full grid took tests/test_asv.py 8 minutes.
 SMALL = os.environ.get("FASTCE_ASV_SMALL", "") not in ("", "0")
 
 # The shapes tracked by issue 4, and for cross_entropy 100 classes as well
