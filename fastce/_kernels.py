@@ -1447,38 +1447,40 @@ def bce_prob_run(x, y, w, scale, lo, g):
 # arithmetic (typed constants) with the float32 exp and log.
 
 
-def _bce_logits_run64(x, y, w, pw, scale, lo, g):
-    # The branching form, no cancellation: with sp = log1p(exp(-|z|)),
-    # -log sigmoid(z) = sp + max(-z, 0), -log sigmoid(-z) = sp + max(z, 0).
-    for k in range(x.shape[0]):
-        z = x[k]
-        yk = y[k]
-        wk = w[k]
-        pwk = pw[k]
-        e = fexp(-abs(z))
-        sp, inv = flog1p_unit_recip(e)  # log1p(e), 1 / (1 + e)
-        lo[k] = wk * (pwk * yk * (sp + max(-z, 0.0)) + (1.0 - yk) * (sp + max(z, 0.0)))
-        pos = z >= 0.0
-        sig_pos = inv if pos else e * inv  # sigmoid(z)
-        sig_neg = e * inv if pos else inv  # sigmoid(-z)
-        g[k] = scale * (wk * ((1.0 - yk) * sig_pos - pwk * yk * sig_neg))
+def _bce_logits_impl(F, weighted):
+    """The loop of :func:`bce_logits_run` in the arithmetic of ``F``
+    (np.float32 or np.float64); ``weighted=False`` for ``w = pw = None``:
+    the formulas with w = pw = 1 (equal to rounding: the compiler may fuse
+    other multiply-adds) in 12-15% less time than with arrays of ones."""
+    zero = F(0.0)
+    one = F(1.0)
+
+    def run(x, y, w, pw, scale, lo, g):
+        # The branching form, no cancellation: with sp = log1p(exp(-|z|)),
+        # -log sigmoid(z) = sp + max(-z, 0), -log sigmoid(-z) = sp + max(z, 0).
+        for k in range(x.shape[0]):
+            z = x[k]
+            yk = y[k]
+            e = fexp(-abs(z))
+            sp, inv = flog1p_unit_recip(e)  # log1p(e), 1 / (1 + e)
+            pos = z >= zero
+            sig_pos = inv if pos else e * inv  # sigmoid(z)
+            sig_neg = e * inv if pos else inv  # sigmoid(-z)
+            if weighted:
+                wk = w[k]
+                pwk = pw[k]
+                lo[k] = wk * (pwk * yk * (sp + max(-z, zero)) + (one - yk) * (sp + max(z, zero)))
+                g[k] = scale * (wk * ((one - yk) * sig_pos - pwk * yk * sig_neg))
+            else:
+                lo[k] = yk * (sp + max(-z, zero)) + (one - yk) * (sp + max(z, zero))
+                g[k] = scale * ((one - yk) * sig_pos - yk * sig_neg)
+
+    return run
 
 
-def _bce_logits_run32(x, y, w, pw, scale, lo, g):
-    zero = _F32(0.0)
-    one = _F32(1.0)
-    for k in range(x.shape[0]):
-        z = x[k]
-        yk = y[k]
-        wk = w[k]
-        pwk = pw[k]
-        e = fexp(-abs(z))
-        sp, inv = flog1p_unit_recip(e)
-        lo[k] = wk * (pwk * yk * (sp + max(-z, zero)) + (one - yk) * (sp + max(z, zero)))
-        pos = z >= zero
-        sig_pos = inv if pos else e * inv
-        sig_neg = e * inv if pos else inv
-        g[k] = scale * (wk * ((one - yk) * sig_pos - pwk * yk * sig_neg))
+_BCE_LOGITS_RUNS = {
+    (F, weighted): _bce_logits_impl(F, weighted) for F in (np.float32, np.float64) for weighted in (False, True)
+}
 
 
 def _bce_prob_run64(x, y, w, scale, lo, g):
@@ -1513,10 +1515,11 @@ def _bce_prob_run32(x, y, w, scale, lo, g):
 
 @overload(bce_logits_run, jit_options=_FAST_OPTS)
 def _bce_logits_run_overload(x, y, w, pw, scale, lo, g):
+    weighted = not isinstance(w, types.NoneType)
     if x.dtype == types.float32:
-        return _bce_logits_run32
+        return _BCE_LOGITS_RUNS[np.float32, weighted]
     if x.dtype == types.float64:
-        return _bce_logits_run64
+        return _BCE_LOGITS_RUNS[np.float64, weighted]
     return None
 
 
@@ -1554,11 +1557,15 @@ def _bce_segment(j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, gra
     gbuf = np.empty(seg, dtype=x.dtype)
     acc = 0.0
     n_bad = 0
+    # no weight and no pos_weight (both the (1, 1) array of ones): the unweighted loop
+    plain = w.size == 1 and pw.size == 1 and w[0, 0] == 1.0 and pw[0, 0] == 1.0
     for i in range(group * rows_per_segment, min(n_rows, (group + 1) * rows_per_segment)):
         wv = _weights_row(w, i, c0, c1, wbuf)
         lo = loss_el[i, c0:c1] if need_el else lbuf[: c1 - c0]
         g = grad[i, c0:c1] if need_grad else gbuf[: c1 - c0]
-        if logits:
+        if logits and plain:
+            bce_logits_run(x[i, c0:c1], y[i, c0:c1], None, None, scale, lo, g)
+        elif logits:
             pv = _weights_row(pw, i, c0, c1, pbuf)
             bce_logits_run(x[i, c0:c1], y[i, c0:c1], wv, pv, scale, lo, g)
         else:
