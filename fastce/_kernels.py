@@ -18,6 +18,7 @@ Conventions
   the kernel, so editing a helper here invalidates every cached kernel.
 """
 
+import functools
 import math
 
 import numba
@@ -253,22 +254,27 @@ _FAST_OPTS = dict(fastmath=set(FASTMATH), error_model="numpy")
 # the fast-math flags of its caller, so no caller may have "reassoc".
 
 
-@overload(fexp, jit_options=_FAST_OPTS)
-def _fexp_overload(x):
-    if x == types.float32:
-        return _exp32
-    if x == types.float64:
-        return _exp64
-    return None
+def _overload_by_float(stub, impl32, impl64, of=lambda t: t):
+    """Register the Numba implementation of ``stub``: ``impl32`` when its
+    first argument is float32, ``impl64`` when float64 (``of`` maps the
+    argument's Numba type to the float type: ``lambda t: t.dtype`` for an
+    array). The typing function takes the stub's signature (``wraps``), as
+    Numba checks it against the implementation's."""
+
+    @functools.wraps(stub)
+    def typing(*args):
+        t = of(args[0])
+        if t == types.float32:
+            return impl32
+        if t == types.float64:
+            return impl64
+        return None
+
+    overload(stub, jit_options=_FAST_OPTS)(typing)
 
 
-@overload(flog, jit_options=_FAST_OPTS)
-def _flog_overload(x):
-    if x == types.float32:
-        return _log32
-    if x == types.float64:
-        return _log64
-    return None
+_overload_by_float(fexp, _exp32, _exp64)
+_overload_by_float(flog, _log32, _log64)
 
 
 def flog1p(v):
@@ -291,13 +297,7 @@ def _log1p32(v):
     return u if u == _F32(np.inf) else r
 
 
-@overload(flog1p, jit_options=_FAST_OPTS)
-def _flog1p_overload(v):
-    if v == types.float32:
-        return _log1p32
-    if v == types.float64:
-        return _log1p64
-    return None
+_overload_by_float(flog1p, _log1p32, _log1p64)
 
 
 def flog1p_unit(v):
@@ -385,31 +385,9 @@ def _log1p_unit_recip32(v):
     return _unit_series((v - _F32(1.0) if big else v) * (q * u), big), q * den
 
 
-@overload(_unit_series, jit_options=_FAST_OPTS)
-def _unit_series_overload(z, big):
-    if z == types.float32:
-        return _unit_series32
-    if z == types.float64:
-        return _unit_series64
-    return None
-
-
-@overload(flog1p_unit, jit_options=_FAST_OPTS)
-def _flog1p_unit_overload(v):
-    if v == types.float32:
-        return _log1p_unit32
-    if v == types.float64:
-        return _log1p_unit64
-    return None
-
-
-@overload(flog1p_unit_recip, jit_options=_FAST_OPTS)
-def _flog1p_unit_recip_overload(v):
-    if v == types.float32:
-        return _log1p_unit_recip32
-    if v == types.float64:
-        return _log1p_unit_recip64
-    return None
+_overload_by_float(_unit_series, _unit_series32, _unit_series64)
+_overload_by_float(flog1p_unit, _log1p_unit32, _log1p_unit64)
+_overload_by_float(flog1p_unit_recip, _log1p_unit_recip32, _log1p_unit_recip64)
 
 
 @_jit()
@@ -1523,13 +1501,7 @@ def _bce_logits_run_overload(x, y, w, pw, scale, lo, g):
     return None
 
 
-@overload(bce_prob_run, jit_options=_FAST_OPTS)
-def _bce_prob_run_overload(x, y, w, scale, lo, g):
-    if x.dtype == types.float32:
-        return _bce_prob_run32
-    if x.dtype == types.float64:
-        return _bce_prob_run64
-    return None
+_overload_by_float(bce_prob_run, _bce_prob_run32, _bce_prob_run64, of=lambda t: t.dtype)
 
 
 @_jit()
