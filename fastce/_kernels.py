@@ -189,19 +189,14 @@ def _exp32(x):
     return x if x != x else res
 
 
-def _log64(x):
-    # x = 2**e * f with f in [sqrt(1/2), sqrt(2)); log f = 2 atanh(z),
-    # z = (f - 1) / (f + 1), |z| < 0.172: odd series to z**21.
-    tiny = x < 2.2250738585072014e-308
-    xs = x * 18014398509481984.0 if tiny else x  # 2**54 lifts subnormals
-    bits = _float_to_bits(xs)
-    e = ((bits >> 52) & 0x7FF) - 1022
-    f = _bits_to_float((bits & 0x000FFFFFFFFFFFFF) | 0x3FE0000000000000)  # [0.5, 1)
-    low = f < 0.7071067811865476
-    f = f + f if low else f
-    e = e - 1 if low else e
-    e = e - 54 if tiny else e
-    z = (f - 1.0) / (f + 1.0)
+def _log_series(z, fe):
+    """fe ln 2 + 2 atanh(z) for |z| <= 0.172 (Numba only): the end of flog
+    and flog1p_unit."""
+    raise NotImplementedError
+
+
+def _log_series64(z, fe):
+    # odd series of atanh to z**21; ln 2 in two parts (fe * hi exact)
     w = z * z
     p = 1.0 / 21.0
     p = p * w + 1.0 / 19.0
@@ -214,8 +209,33 @@ def _log64(x):
     p = p * w + 1.0 / 5.0
     p = p * w + 1.0 / 3.0
     z2 = z + z
-    fe = np.float64(e)
-    res = fe * 0.6931471803691238 + (z2 + (z2 * w * p + fe * 1.9082149292705877e-10))
+    return fe * 0.6931471803691238 + (z2 + (z2 * w * p + fe * 1.9082149292705877e-10))
+
+
+def _log_series32(z, fe):
+    w = z * z
+    p = _F32(1.0 / 11.0)
+    p = p * w + _F32(1.0 / 9.0)
+    p = p * w + _F32(1.0 / 7.0)
+    p = p * w + _F32(1.0 / 5.0)
+    p = p * w + _F32(1.0 / 3.0)
+    z2 = z + z
+    return fe * _F32(0.693359375) + (z2 + (z2 * w * p + fe * _F32(-2.12194440e-4)))
+
+
+def _log64(x):
+    # x = 2**e * f with f in [sqrt(1/2), sqrt(2)); log f = 2 atanh(z),
+    # z = (f - 1) / (f + 1), |z| < 0.172: odd series to z**21.
+    tiny = x < 2.2250738585072014e-308
+    xs = x * 18014398509481984.0 if tiny else x  # 2**54 lifts subnormals
+    bits = _float_to_bits(xs)
+    e = ((bits >> 52) & 0x7FF) - 1022
+    f = _bits_to_float((bits & 0x000FFFFFFFFFFFFF) | 0x3FE0000000000000)  # [0.5, 1)
+    low = f < 0.7071067811865476
+    f = f + f if low else f
+    e = e - 1 if low else e
+    e = e - 54 if tiny else e
+    res = _log_series((f - 1.0) / (f + 1.0), np.float64(e))
     res = -np.inf if x == 0.0 else res
     res = np.nan if x < 0.0 else res
     res = np.inf if x == np.inf else res
@@ -232,16 +252,7 @@ def _log32(x):
     f = f + f if low else f
     e = e - 1 if low else e
     e = e - 24 if tiny else e
-    z = (f - _F32(1.0)) / (f + _F32(1.0))
-    w = z * z
-    p = _F32(1.0 / 11.0)
-    p = p * w + _F32(1.0 / 9.0)
-    p = p * w + _F32(1.0 / 7.0)
-    p = p * w + _F32(1.0 / 5.0)
-    p = p * w + _F32(1.0 / 3.0)
-    z2 = z + z
-    fe = _F32(e)
-    res = fe * _F32(0.693359375) + (z2 + (z2 * w * p + fe * _F32(-2.12194440e-4)))
+    res = _log_series((f - _F32(1.0)) / (f + _F32(1.0)), _F32(e))
     res = _F32(-np.inf) if x == _F32(0.0) else res
     res = _F32(np.nan) if x < _F32(0.0) else res
     res = _F32(np.inf) if x == _F32(np.inf) else res
@@ -274,6 +285,7 @@ def _overload_by_float(stub, impl32, impl64, of=lambda t: t):
 
 
 _overload_by_float(fexp, _exp32, _exp64)
+_overload_by_float(_log_series, _log_series32, _log_series64)
 _overload_by_float(flog, _log32, _log64)
 
 
@@ -318,55 +330,21 @@ def flog1p_unit_recip(v):
     raise NotImplementedError("flog1p_unit_recip is only callable from Numba-compiled code")
 
 
-def _unit_series(z, big):
-    raise NotImplementedError
-
-
 # log(1 + v) = 2 atanh(z) with z = v / (2 + v) for v <= sqrt(2) - 1 and, above,
 # log 2 + 2 atanh(z) with z = (v - 1) / (v + 3) (that is, 1 + v = 2 f with f
-# in [sqrt(1/2), 1]); |z| <= 0.172 either way, the series of _log64/_log32.
+# in [sqrt(1/2), 1]); |z| <= 0.172 either way: the series of flog.
 _SQRT2_M1 = 0.41421356237309503
-
-
-def _unit_series64(z, big):
-    w = z * z
-    p = 1.0 / 21.0
-    p = p * w + 1.0 / 19.0
-    p = p * w + 1.0 / 17.0
-    p = p * w + 1.0 / 15.0
-    p = p * w + 1.0 / 13.0
-    p = p * w + 1.0 / 11.0
-    p = p * w + 1.0 / 9.0
-    p = p * w + 1.0 / 7.0
-    p = p * w + 1.0 / 5.0
-    p = p * w + 1.0 / 3.0
-    z2 = z + z
-    hi = 0.6931471803691238 if big else 0.0
-    lo = 1.9082149292705877e-10 if big else 0.0
-    return hi + (z2 + (z2 * w * p + lo))
-
-
-def _unit_series32(z, big):
-    w = z * z
-    p = _F32(1.0 / 11.0)
-    p = p * w + _F32(1.0 / 9.0)
-    p = p * w + _F32(1.0 / 7.0)
-    p = p * w + _F32(1.0 / 5.0)
-    p = p * w + _F32(1.0 / 3.0)
-    z2 = z + z
-    hi = _F32(0.693359375) if big else _F32(0.0)
-    lo = _F32(-2.12194440e-4) if big else _F32(0.0)
-    return hi + (z2 + (z2 * w * p + lo))
 
 
 def _log1p_unit64(v):
     big = v > _SQRT2_M1
-    return _unit_series((v - 1.0 if big else v) / (v + 3.0 if big else v + 2.0), big)
+    return _log_series((v - 1.0 if big else v) / (v + 3.0 if big else v + 2.0), 1.0 if big else 0.0)
 
 
 def _log1p_unit32(v):
     big = v > _F32(_SQRT2_M1)
-    return _unit_series((v - _F32(1.0) if big else v) / (v + _F32(3.0) if big else v + _F32(2.0)), big)
+    z = (v - _F32(1.0) if big else v) / (v + _F32(3.0) if big else v + _F32(2.0))
+    return _log_series(z, _F32(1.0) if big else _F32(0.0))
 
 
 def _log1p_unit_recip64(v):
@@ -374,7 +352,7 @@ def _log1p_unit_recip64(v):
     den = v + 3.0 if big else v + 2.0
     u = v + 1.0
     q = 1.0 / (u * den)
-    return _unit_series((v - 1.0 if big else v) * (q * u), big), q * den
+    return _log_series((v - 1.0 if big else v) * (q * u), 1.0 if big else 0.0), q * den
 
 
 def _log1p_unit_recip32(v):
@@ -382,10 +360,9 @@ def _log1p_unit_recip32(v):
     den = v + _F32(3.0) if big else v + _F32(2.0)
     u = v + _F32(1.0)
     q = _F32(1.0) / (u * den)
-    return _unit_series((v - _F32(1.0) if big else v) * (q * u), big), q * den
+    return _log_series((v - _F32(1.0) if big else v) * (q * u), _F32(1.0) if big else _F32(0.0)), q * den
 
 
-_overload_by_float(_unit_series, _unit_series32, _unit_series64)
 _overload_by_float(flog1p_unit, _log1p_unit32, _log1p_unit64)
 _overload_by_float(flog1p_unit_recip, _log1p_unit_recip32, _log1p_unit_recip64)
 
