@@ -1509,15 +1509,16 @@ def _bce_segment(j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, gra
     # no weight and no pos_weight (both the (1, 1) array of ones): the unweighted loop
     plain = w.size == 1 and pw.size == 1 and w[0, 0] == 1.0 and pw[0, 0] == 1.0
     for i in range(group * rows_per_segment, min(n_rows, (group + 1) * rows_per_segment)):
-        wv = _weights_row(w, i, c0, c1, wbuf)
         lo = loss_el[i, c0:c1] if need_el else lbuf[: c1 - c0]
         g = grad[i, c0:c1] if need_grad else gbuf[: c1 - c0]
         if logits and plain:
             bce_logits_run(x[i, c0:c1], y[i, c0:c1], None, None, scale, lo, g)
         elif logits:
+            wv = _weights_row(w, i, c0, c1, wbuf)
             pv = _weights_row(pw, i, c0, c1, pbuf)
             bce_logits_run(x[i, c0:c1], y[i, c0:c1], wv, pv, scale, lo, g)
         else:
+            wv = _weights_row(w, i, c0, c1, wbuf)
             n_bad += bce_prob_run(x[i, c0:c1], y[i, c0:c1], wv, scale, lo, g)
         acc += _sum(lo)
     bad[j] = n_bad
