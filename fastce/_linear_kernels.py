@@ -464,6 +464,179 @@ def mn_dense_loss_grad_ser(X, w2, y, sw, sw_step, fit_intercept, store, proba, g
         lp[j] = _mn_dense_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, lp.shape[0])
 
 
+# ---------------------------------------------------------------------------
+# The single pass of the multinomial objective and gradient on float64 X with
+# BLAS doing the products: rows in chunks of _CHUNK; each chunk's logits
+# Z = X_c W^T and its contribution G^T X_c to the gradient are two calls of
+# the BLAS dgemm (one thread each, in the thread of the block) on the chunk
+# while it is in cache; between them the softmax, loss and gradient run across
+# the chunk's rows, class by class, in the (K, chunk) buffer that holds Z^T
+# and then G^T (SIMD across rows). Measured 2x faster than the kernels above
+# at 200,000 x 100 with 10 classes; see fastce._linear_loss, which sizes the
+# chunks (at most _CHUNK rows).
+
+
+@intrinsic
+def _call_gemm(typingctx, fn, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Call the Fortran-convention ``?gemm`` at address ``fn``; every argument
+    is an address (all of them passed by reference, as Fortran does).
+    Addresses, not a ctypes function: a kernel that holds one cannot be cached."""
+    args = (fn, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    if not all(isinstance(t, types.Integer) for t in args):
+        return None
+
+    def codegen(context, builder, signature, llargs):
+        ptr = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [ptr] * 13)
+        callee = builder.inttoptr(llargs[0], fnty.as_pointer())
+        builder.call(callee, [builder.inttoptr(v, ptr) for v in llargs[1:]])
+        return context.get_dummy_value()
+
+    return types.void(*args), codegen
+
+
+_CHUNK = 256
+
+
+@_jit()
+def _gemm(gemm, consts, iv, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta_one, c, ldc):
+    """c (m x n, column-major, ldc) = op(a) op(b) (+ c if beta_one) by the BLAS
+    ``?gemm`` at address ``gemm``: a, b, c are addresses; op is the
+    transpose when trans_* is set. ``consts`` holds [1.0, 0.0] (alpha and
+    beta) and ``iv`` is int32 scratch of 8 for what goes by reference: the six
+    integers and the characters 'N' and 'T' (a little-endian int32 holding a
+    character code is that character followed by zero bytes)."""
+    iv[0] = m
+    iv[1] = n
+    iv[2] = k
+    iv[3] = lda
+    iv[4] = ldb
+    iv[5] = ldc
+    iv[6] = 0x4E  # 'N'
+    iv[7] = 0x54  # 'T'
+    ip = iv.ctypes.data
+    cp = consts.ctypes.data
+    _call_gemm(
+        gemm, ip + (28 if trans_a else 24), ip + (28 if trans_b else 24), ip, ip + 4, ip + 8, cp, a, ip + 12, b,
+        ip + 16, cp + (0 if beta_one else 8), c, ip + 20,
+    )  # fmt: skip
+
+
+@_jit()
+def _touch_rows(X, r0, r1):
+    """Load one value per cache line of rows [r0, r1) of X: independent loads,
+    so the memory system fetches the chunk in parallel before BLAS reads it
+    (BLAS's packing of a chunk that is not in cache stalls on each line)."""
+    d = X.shape[1]
+    t = 0.0
+    for r in range(r0, r1):
+        for q in range(0, d, 8):
+            t += X[r, q]
+    return t
+
+
+@_jit_reassoc()
+def _row_sum(a, k, m):
+    """sum(a[k, :m]) in float64 (re-associated: vectorised)."""
+    t = 0.0
+    for r in range(m):
+        t += a[k, r]
+    return t
+
+
+@_jit()
+def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, sb, ib, iv, consts, gemm, n_blocks):
+    n, d = X.shape
+    n_classes = w2.shape[0]
+    lo, hi = _block_rows(j, n, n_blocks)
+    gj = gp[j]
+    _zero(gj)
+    z = zb[j]  # (K, chunk): Z^T, then exp(z - max), then G^T
+    chunk = z.shape[1]
+    mx = sb[j, 0]
+    acc = sb[j, 1]
+    sv = sb[j, 2]
+    zy = sb[j, 3]
+    km = ib[j]
+    ivj = iv[j]
+    x0 = X.ctypes.data
+    zp = z.ctypes.data
+    loss = 0.0
+    touched = 0.0
+    for c0 in range(lo, hi, chunk):
+        m = min(c0 + chunk, hi) - c0
+        touched += _touch_rows(X, c0, c0 + m)
+        xc = x0 + c0 * d * 8
+        # Z (m x K, column-major with ld chunk: z as a C array) = X_c W[:, :d]^T
+        _gemm(gemm, consts, ivj, True, False, m, n_classes, d, xc, d, w2.ctypes.data, w2.shape[1], False, zp, chunk)
+        for r in range(m):
+            mx[r] = -np.inf
+            km[r] = 0
+            acc[r] = 0.0
+            sv[r] = sw[(c0 + r) * sw_step]
+        for k in range(n_classes):
+            b = w2[k, d] if fit_intercept else 0.0
+            for r in range(m):
+                v = z[k, r] + b
+                z[k, r] = v
+                big = v > mx[r]
+                mx[r] = v if big else mx[r]
+                km[r] = k if big else km[r]
+        for r in range(m):
+            zy[r] = z[y[c0 + r], r]
+        # as in fastce.cross_entropy: the largest term stays out of the sum, so
+        # that the loss can use log1p and p_y - 1 keeps its digits
+        for k in range(n_classes):
+            for r in range(m):
+                e = vexp(z[k, r] - mx[r])
+                z[k, r] = e
+                acc[r] += 0.0 if k == km[r] else e
+        for r in range(m):
+            loss += sv[r] * ((mx[r] - zy[r]) + math.log1p(acc[r]))
+            zy[r] = 1.0 / (1.0 + acc[r])
+        for k in range(n_classes):
+            for r in range(m):
+                z[k, r] = z[k, r] * zy[r]  # the probability
+        if store:
+            for r in range(m):
+                for k in range(n_classes):
+                    proba[c0 + r, k] = z[k, r]
+        for k in range(n_classes):
+            for r in range(m):
+                z[k, r] = sv[r] * z[k, r]
+        for r in range(m):
+            yi = y[c0 + r]
+            s = sv[r]
+            if yi == km[r]:
+                z[yi, r] = -s * acc[r] * zy[r]  # p_y - 1 without cancellation
+            else:
+                z[yi, r] -= s
+        if fit_intercept:
+            for k in range(n_classes - 1):
+                gj[k, d] += _row_sum(z, k, m)
+        # gj^T[:d, :K-1] (column-major, ld d + 1) += X_c^T G[:, :K-1]
+        _gemm(gemm, consts, ivj, False, False, d, n_classes - 1, m, xc, d, zp, chunk, True, gj.ctypes.data, d + 1)
+    _mn_last_class(gj)
+    sb[j, 4, 0] = touched  # keeps the loads of _touch_rows
+    return loss
+
+
+@_jit(parallel=True)
+def mn_blas_loss_grad_par(X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, lp, zb, sb, ib, iv, consts, gemm):
+    for j in prange(lp.shape[0]):
+        lp[j] = _mn_blas_loss_grad_block(
+            np.int64(j), X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, sb, ib, iv, consts, gemm, lp.shape[0]
+        )
+
+
+@_jit()
+def mn_blas_loss_grad_ser(X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, lp, zb, sb, ib, iv, consts, gemm):
+    for j in range(lp.shape[0]):
+        lp[j] = _mn_blas_loss_grad_block(
+            j, X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, sb, ib, iv, consts, gemm, lp.shape[0]
+        )
+
+
 @_jit()
 def _mn_dense_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, n_blocks):
     """Rows r_i = s_i p_i * (t_i - <p_i, t_i>), t_i = V x_i + v_b, accumulated as X^T R."""

@@ -31,6 +31,14 @@ single pass (dense ``X``, the default there)
     10 classes, 18 ms per evaluation against 44 ms for ``X @ W`` + fused
     loss + ``X.T @ G`` below (scikit-learn's ``LinearModelLoss``: 51 ms);
     1,000,000 x 50 binary, 16 ms against 34 ms (scikit-learn's: 43 ms).
+single pass with BLAS chunks (dense float64 ``X``, multinomial, the default there)
+    The same single pass, with the two products of each chunk of rows
+    (``Z = X_c W^T`` and ``G^T X_c``) done by SciPy's BLAS ``dgemm`` on the
+    chunk while it is in cache, called from the kernel's threads (one BLAS
+    thread each: chunks small enough for OpenBLAS to stay on the calling
+    thread), and the softmax across the chunk's rows (SIMD). Measured in one
+    sitting on 2 cores, 200,000 x 100 with 10 classes: 19.7 ms per evaluation
+    against 45.7 ms for the kernels of the single pass.
 linear cross-entropy (dense float64 ``X``, multinomial, big products)
     The objective and gradient of the single-pass path come from
     :func:`fastce.linear_cross_entropy` (BLAS on blocks of rows, an online
@@ -81,6 +89,32 @@ def _n_blocks(n, block):
     return max(1, (n + block - 1) // block)
 
 
+# The BLAS chunks of the multinomial single pass: rows per chunk such that
+# each dgemm has m * n * k <= 2**18 (at most LK._CHUNK rows, at least 16).
+# OpenBLAS runs products that small on the calling thread whatever its thread
+# setting (interface/gemm.c, GEMM_MULTITHREAD_THRESHOLD): the kernels call it
+# from their own threads, where a limit set by the Python thread may not hold.
+_SERIAL_GEMM_MNK = 1 << 18
+_MIN_CHUNK = 16
+
+
+def _chunk_rows(n_classes, n_features):
+    rows = min(LK._CHUNK, _SERIAL_GEMM_MNK // max(1, n_classes * n_features))
+    return rows - rows % 8 if rows >= _MIN_CHUNK else 0
+
+
+_DGEMM = []
+
+
+def _dgemm_address():
+    """Address of SciPy's BLAS ``dgemm`` (Fortran calling convention), for the kernels."""
+    if not _DGEMM:
+        from numba.extending import get_cython_function_address
+
+        _DGEMM.append(get_cython_function_address("scipy.linalg.cython_blas", "dgemm"))
+    return _DGEMM[0]
+
+
 class LinearLoss:
     """Objective, gradient and Hessian product of L2-penalised logistic regression.
 
@@ -108,6 +142,11 @@ class LinearLoss:
         float64 ``X`` only) except while :attr:`keep_hessian` is set.
         ``None``: when the shape is past the measured crossover
         (``_LCE_CROSSOVER``).
+    blas_chunks : bool or None, default=None
+        On the single-pass path, compute the products of the multinomial
+        objective and gradient with BLAS on chunks of rows (dense float64
+        ``X``, ``n_classes * n_features <= 16384``). ``None``: wherever possible.
+        Hessian products stay on the kernels.
 
     Notes
     -----
@@ -119,7 +158,7 @@ class LinearLoss:
 
     def __init__(
         self, X, y, sample_weight, *, n_classes, fit_intercept, l2_reg_strength, n_threads=None, single_pass=None,
-        linear_ce=None,
+        linear_ce=None, blas_chunks=None,
     ):  # fmt: skip
         self.X = X
         self.sparse = sp.issparse(X)
@@ -145,6 +184,15 @@ class LinearLoss:
         elif linear_ce and not lce_ok:
             raise ValueError("linear_ce needs the single-pass path, a dense float64 X and the multinomial model")
         self.linear_ce = bool(linear_ce)
+        chunks_ok = lce_ok and d > 0 and _chunk_rows(self.n_classes, d) > 0
+        if blas_chunks is None:
+            blas_chunks = chunks_ok
+        elif blas_chunks and not chunks_ok:
+            raise ValueError(
+                "blas_chunks needs the single-pass path, a dense float64 X with columns, the multinomial model"
+                f" and n_classes * n_features <= {_SERIAL_GEMM_MNK // _MIN_CHUNK}"
+            )
+        self.blas_chunks = bool(blas_chunks)
         self.keep_hessian = False
         self.n_evaluations = 0
         self.n_hessp = 0
@@ -170,6 +218,13 @@ class LinearLoss:
             self._h = None
             self._h_shape, self._h_dtype = rows, (self.dtype if self.multinomial else np.float64)
             self._h_unused = np.empty((1, k) if self.multinomial else 1, dtype=self._h_dtype)
+            if self.blas_chunks:
+                c = _chunk_rows(self.n_classes, d)
+                # per block: Z^T / G^T of a chunk, per-row scratch, arg max, gemm's integers
+                self._chunk_bufs = (
+                    np.empty((nb, k, c)), np.empty((nb, 5, c)), np.empty((nb, c), dtype=np.intp),
+                    np.empty((nb, 8), dtype=np.int32), np.array([1.0, 0.0]), _dgemm_address(),
+                )  # fmt: skip
         else:
             # the loss functions' weights: float64 for cross_entropy, X's dtype for BCE
             self._sw = None
@@ -313,7 +368,13 @@ class LinearLoss:
         w2 = np.ascontiguousarray(np.asarray(w, dtype=np.float64).reshape(self.shape))
         store = self.keep_hessian
         h = self._ensure_h() if store else self._h_unused
-        if self.multinomial:
+        if self.blas_chunks:
+            self._run(
+                LK.mn_blas_loss_grad_par, LK.mn_blas_loss_grad_ser, self.X.size,
+                self.X, w2, self.y, self._sw64, self._sw_step, self.fit_intercept, store, h, self._gp, self._lp,
+                *self._chunk_bufs,
+            )  # fmt: skip
+        elif self.multinomial:
             self._run(
                 LK.mn_dense_loss_grad_par, LK.mn_dense_loss_grad_ser, self.X.size,
                 self.X, w2, self.y, self._sw64, self._sw_step, self.fit_intercept, store, h, self._gp, self._lp,

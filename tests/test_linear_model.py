@@ -301,6 +301,13 @@ def _losses(X, y, sw, n_classes, fit_intercept, l2):
         "csc": LinearLoss(sp.csc_matrix(X), y, sw, n_classes=n_classes, fit_intercept=fit_intercept, l2_reg_strength=l2),
     }
     assert out["single_pass"].single_pass and not out["blas"].single_pass and not out["csr"].single_pass
+    # multinomial on float64: the single pass's products go through BLAS by chunks; the kernels too
+    chunks = n_classes > 2 and X.dtype == np.float64
+    assert out["single_pass"].blas_chunks == chunks
+    if chunks:
+        out["single_pass_kernels"] = LinearLoss(
+            X, y, sw, n_classes=n_classes, fit_intercept=fit_intercept, l2_reg_strength=l2, blas_chunks=False
+        )
     return out
 
 
@@ -331,12 +338,36 @@ def test_gradient_and_hessp_finite_differences(n_classes, fit_intercept, weighte
         assert_allclose(hv, (gp - gm) / (2 * eps), rtol=1e-6, atol=1e-8 * np.abs(hv).max(), err_msg=path)
 
 
-def test_code_paths_agree():
+def test_blas_chunks_choice():
+    # the BLAS chunks serve the multinomial model on dense float64 X while a
+    # chunk of 16 rows keeps each product within OpenBLAS's one-thread size
+    kw = dict(fit_intercept=True, l2_reg_strength=0.1)
+    y = np.arange(20) % 3
+    assert LinearLoss(np.zeros((20, 5)), y, None, n_classes=3, **kw).blas_chunks
+    assert LinearLoss(np.zeros((20, 5000)), y, None, n_classes=3, **kw).blas_chunks  # 15,000 <= 16,384
+    assert not LinearLoss(np.zeros((20, 5000)), y, None, n_classes=4, **kw).blas_chunks
+    assert not LinearLoss(np.zeros((20, 5), np.float32), y, None, n_classes=3, **kw).blas_chunks
+    assert not LinearLoss(np.zeros((20, 5)), y % 2, None, n_classes=2, **kw).blas_chunks
+    assert not LinearLoss(np.zeros((20, 0)), y, None, n_classes=3, **kw).blas_chunks
+    for X, k in [(np.zeros((20, 5000)), 4), (np.zeros((20, 5), np.float32), 3), (np.zeros((20, 0)), 3)]:
+        with pytest.raises(ValueError, match="blas_chunks needs"):
+            LinearLoss(X, y % k, None, n_classes=k, blas_chunks=True, **kw)
+
+
+@pytest.mark.parametrize(
+    "n, dtype",
+    [
+        (3000, np.float32),
+        # blocks of 312 rows: BLAS chunks of 256 and a ragged one of 56
+        (40_000, np.float64),
+    ],
+)
+def test_code_paths_agree(n, dtype):
     rng = np.random.default_rng(5)
-    X = rng.normal(size=(3000, 12)).astype(np.float32)
+    X = rng.normal(size=(n, 12)).astype(dtype)
     for n_classes in (2, 3):
-        y = rng.integers(0, n_classes, size=3000)
-        losses = _losses(X, y, rng.uniform(0, 1, 3000), n_classes, True, 0.01)
+        y = rng.integers(0, n_classes, size=n)
+        losses = _losses(X, y, rng.uniform(0, 1, n), n_classes, True, 0.01)
         w = rng.normal(size=losses["blas"].size) * 0.1
         results = {}
         for path, loss in losses.items():
@@ -345,11 +376,16 @@ def test_code_paths_agree():
             loss.prepare_hessian()
             results[path] = (f, g, loss.hessp(w))
         f0, g0, h0 = results["single_pass"]
+        coef, intercept = losses["blas"].coef_intercept(w, dtype=np.float64)
+        sw = losses["blas"]._sw64
+        ref = objective(X.astype(np.float64), y, coef, intercept, 1.0 / (0.01 * sw.sum()), sw)
+        # float32 data: the BLAS path's products are float32
+        rtol = 1e-6 if dtype == np.float32 else 1e-12
+        assert_allclose(f0, ref, rtol=rtol)
         for path, (f, g, h) in results.items():
-            # float32 data: the BLAS path's products are float32
-            assert_allclose(f, f0, rtol=1e-6, err_msg=path)
-            assert_allclose(g, g0, rtol=1e-4, atol=1e-5 * np.abs(g0).max(), err_msg=path)
-            assert_allclose(h, h0, rtol=1e-4, atol=1e-5 * np.abs(h0).max(), err_msg=path)
+            assert_allclose(f, f0, rtol=rtol, err_msg=path)
+            assert_allclose(g, g0, rtol=100 * rtol, atol=10 * rtol * np.abs(g0).max(), err_msg=path)
+            assert_allclose(h, h0, rtol=100 * rtol, atol=10 * rtol * np.abs(h0).max(), err_msg=path)
 
 
 @pytest.mark.parametrize("weighted", [False, True])

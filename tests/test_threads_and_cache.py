@@ -253,3 +253,32 @@ def test_fork_after_parallel_use_runs_serially_in_the_child():
     proc = _run(FORK_SCRIPT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "0", proc.stderr[-2000:]
+
+
+def test_concurrent_fits_equal_the_serial_fit():
+    """4 Python threads fitting at once (multinomial on float64: BLAS called
+    from inside the kernels' threads) get the serial fit's coefficients."""
+    from fastce import LogisticRegression
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(40_000, 20))  # blocks of 312 rows: BLAS chunks of 256 and 56
+    y = rng.integers(0, 4, size=40_000)
+    ref = LogisticRegression(n_jobs=1).fit(X, y)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(3):
+                results.append(LogisticRegression().fit(X, y).coef_)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert len(results) == 12
+    for coef in results:
+        np.testing.assert_array_equal(coef, ref.coef_)
