@@ -111,11 +111,56 @@ def _vexp_overload(x):
     return None
 
 
+def vlog1p_unit_recip(v):
+    """(log(1 + v), 1 / (1 + v)) for a float64 v in [0, 1], vectorisable, one
+    division (Numba-compiled code only)."""
+    raise NotImplementedError("vlog1p_unit_recip is only callable from Numba-compiled code")
+
+
+def _log1p_unit_recip64(v):
+    # fastce._kernels.flog1p_unit_recip in float64 (copied for the cache):
+    # log(1 + v) = 2 atanh(z), z = v / (2 + v), or for v > sqrt(2) - 1
+    # log 2 + 2 atanh(z), z = (v - 1) / (v + 3); |z| <= 0.172, series to z**21
+    big = v > 0.41421356237309503
+    den = v + 3.0 if big else v + 2.0
+    u = v + 1.0
+    q = 1.0 / (u * den)
+    z = (v - 1.0 if big else v) * (q * u)
+    fe = 1.0 if big else 0.0
+    w = z * z
+    p = 1.0 / 21.0
+    p = p * w + 1.0 / 19.0
+    p = p * w + 1.0 / 17.0
+    p = p * w + 1.0 / 15.0
+    p = p * w + 1.0 / 13.0
+    p = p * w + 1.0 / 11.0
+    p = p * w + 1.0 / 9.0
+    p = p * w + 1.0 / 7.0
+    p = p * w + 1.0 / 5.0
+    p = p * w + 1.0 / 3.0
+    z2 = z + z
+    return fe * 0.6931471803691238 + (z2 + (z2 * w * p + fe * 1.9082149292705877e-10)), q * den
+
+
+@overload(vlog1p_unit_recip, jit_options=dict(fastmath=set(FASTMATH), error_model="numpy"))
+def _vlog1p_unit_recip_overload(v):
+    if v == types.float64:
+        return _log1p_unit_recip64
+    return None
+
+
 @_jit()
 def vexp_array(x, out):
     """out = vexp(x) elementwise (for the tests)."""
     for i in range(x.shape[0]):
         out[i] = vexp(x[i])
+
+
+@_jit()
+def vlog1p_unit_recip_array(x, out_log, out_recip):
+    """out_log, out_recip = vlog1p_unit_recip(x) elementwise (for the tests)."""
+    for i in range(x.shape[0]):
+        out_log[i], out_recip[i] = vlog1p_unit_recip(x[i])
 
 
 # ---------------------------------------------------------------------------
@@ -135,19 +180,6 @@ def _sigmoid_pair(z):
     sig_pos = inv if pos else e * inv
     sig_neg = e * inv if pos else inv
     return sig_pos, sig_neg, math.log1p(e)
-
-
-@_jit()
-def _bce_logit(z, y, s):
-    """Loss and dLoss/dz of one row of the binomial model with weight ``s``:
-    s [y (sp + max(-z, 0)) + (1 - y) (sp + max(z, 0))], sp = log1p(exp(-|z|));
-    gradient s [(1 - y) sigmoid(z) - y sigmoid(-z)] (PyTorch's formula, the
-    same as fastce.binary_cross_entropy_with_logits), with selects only."""
-    sig_pos, sig_neg, sp = _sigmoid_pair(z)
-    z_pos = z if z > 0.0 else 0.0  # max(z, 0); max(-z, 0) = z_pos - z exactly
-    loss = s * (sp + (y * (z_pos - z) + (1.0 - y) * z_pos))
-    grad = s * ((1.0 - y) * sig_pos - y * sig_neg)
-    return loss, grad
 
 
 # ---------------------------------------------------------------------------
@@ -677,55 +709,82 @@ def mn_dense_hessp_ser(X, v2, proba, sw, sw_step, fit_intercept, gp, zb):
         _mn_dense_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, gp.shape[0])
 
 
+_BIN_CHUNK = 128
+
+
+@_jit_reassoc()
+def _dot1(X, i, w, d):
+    """X[i] . w[:d] in float64, vectorised."""
+    s = 0.0
+    for c in range(d):
+        s += X[i, c] * w[c]
+    return s
+
+
 @_jit()
-def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, zb, n_blocks):
+def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, bb, n_blocks):
+    """Rows in chunks of _BIN_CHUNK: the chunk's logits, then its losses,
+    gradients and curvatures across rows (SIMD: vectorisable exp and log1p),
+    then its contribution to the gradient, the rows still in cache."""
     n, d = X.shape
     lo, hi = _block_rows(j, n, n_blocks)
-    gj = gp[j : j + 1]  # (1, d + 1): the helpers index [k, c]
+    gj = gp[j]
     _zero(gj)
-    w1 = w.reshape(1, -1)
     b = w[d] if fit_intercept else 0.0
-    a = zb[j]
+    zc = bb[j, 0]
+    gc = bb[j, 1]
+    lc = bb[j, 2]
+    sc = bb[j, 3]
+    hc = bb[j, 4]
     loss = 0.0
     gb = 0.0
-    for i0 in range(lo, hi, _GROUP):
-        last = min(i0 + _GROUP, hi) - 1
-        i1, i2, i3 = min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last)
-        z0, z1, z2, z3 = _dot4(X, i0, i1, i2, i3, w1, 0, d)
-        a[0] = z0 + b
-        a[1] = z1 + b
-        a[2] = z2 + b
-        a[3] = z3 + b
-        for r in range(_GROUP):
-            i = i0 + r
-            if i > last:
-                a[r] = 0.0
-                continue
-            s = sw[i * sw_step]
-            z = a[r]
-            li, gi = _bce_logit(z, y[i], s)
-            loss += li
-            gb += gi
-            if store:
-                sig_pos, sig_neg, _ = _sigmoid_pair(z)
-                curv[i] = s * sig_pos * sig_neg
-            a[r] = gi
-        _axpy4(a[0], a[1], a[2], a[3], X, i0, i1, i2, i3, gj, 0, d)
+    for c0 in range(lo, hi, _BIN_CHUNK):
+        m = min(c0 + _BIN_CHUNK, hi) - c0
+        for r in range(m):
+            zc[r] = _dot1(X, c0 + r, w, d) + b
+            sc[r] = sw[(c0 + r) * sw_step]
+        for r in range(m):
+            # loss s [y (sp + max(-z, 0)) + (1 - y) (sp + max(z, 0))], sp = log1p(exp(-|z|)),
+            # gradient s [(1 - y) sigmoid(z) - y sigmoid(-z)] (PyTorch's formula, the same
+            # as fastce.binary_cross_entropy_with_logits), with selects only
+            z = zc[r]
+            s = sc[r]
+            yv = y[c0 + r]
+            e = vexp(-abs(z))
+            sp, inv = vlog1p_unit_recip(e)  # log1p(exp(-|z|)), 1 / (1 + exp(-|z|))
+            pos = z >= 0.0
+            sig_pos = inv if pos else e * inv
+            sig_neg = e * inv if pos else inv
+            z_pos = z if z > 0.0 else 0.0  # max(z, 0); max(-z, 0) = z_pos - z exactly
+            lc[r] = s * (sp + (yv * (z_pos - z) + (1.0 - yv) * z_pos))
+            gc[r] = s * ((1.0 - yv) * sig_pos - yv * sig_neg)
+            hc[r] = s * sig_pos * sig_neg
+        if store:
+            for r in range(m):
+                curv[c0 + r] = hc[r]
+        for r in range(m):
+            loss += lc[r]
+            gb += gc[r]
+        for r in range(m):
+            a = gc[r]
+            i = c0 + r
+            for c in range(d):
+                gj[c] += a * X[i, c]
     if fit_intercept:
-        gj[0, d] = gb
+        gj[d] = gb
     return loss
 
 
 @_jit(parallel=True)
-def bin_dense_loss_grad_par(X, w, y, sw, sw_step, fit_intercept, store, curv, gp, lp, zb):
+def bin_dense_loss_grad_par(X, w, y, sw, sw_step, fit_intercept, store, curv, gp, lp, bb):
     for j in prange(lp.shape[0]):
-        lp[j] = _bin_dense_loss_grad_block(np.int64(j), X, w, y, sw, sw_step, fit_intercept, store, curv, gp, zb, lp.shape[0])
+        lp[j] = _bin_dense_loss_grad_block(np.int64(j), X, w, y, sw, sw_step, fit_intercept, store, curv, gp, bb, lp.shape[0])
 
 
 @_jit()
-def bin_dense_loss_grad_ser(X, w, y, sw, sw_step, fit_intercept, store, curv, gp, lp, zb):
+def bin_dense_loss_grad_ser(X, w, y, sw, sw_step, fit_intercept, store, curv, gp, lp, bb):
     for j in range(lp.shape[0]):
-        lp[j] = _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, zb, lp.shape[0])
+        lp[j] = _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, bb, lp.shape[0])
 
 
 @_jit()

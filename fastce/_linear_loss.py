@@ -218,6 +218,9 @@ class LinearLoss:
             self._h = None
             self._h_shape, self._h_dtype = rows, (self.dtype if self.multinomial else np.float64)
             self._h_unused = np.empty((1, k) if self.multinomial else 1, dtype=self._h_dtype)
+            if not self.multinomial:
+                # per block: logits, gradients, losses, weights, curvatures of a chunk of rows
+                self._bb = np.empty((nb, 5, LK._BIN_CHUNK))
             if self.blas_chunks:
                 c = _chunk_rows(self.n_classes, d)
                 # per block: Z^T / G^T of a chunk, per-row scratch, arg max, gemm's integers
@@ -384,7 +387,7 @@ class LinearLoss:
             self._run(
                 LK.bin_dense_loss_grad_par, LK.bin_dense_loss_grad_ser, self.X.size,
                 self.X, w2, self.y, self._sw64, self._sw_step, self.fit_intercept, store, h, self._gp, self._lp,
-                self._zb,
+                self._bb,
             )  # fmt: skip
         self._reduce_gp(grad)
         return float(self._lp.sum())

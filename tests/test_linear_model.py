@@ -482,6 +482,24 @@ def test_vexp_matches_numpy():
     assert_array_equal(out, [0.0, np.inf, np.nan])
 
 
+def test_vlog1p_unit_recip_matches_numpy():
+    """log1p(v) and 1 / (1 + v) on [0, 1] of the binomial kernel, against NumPy."""
+    from fastce import _linear_kernels as LK
+
+    v = np.concatenate([np.linspace(0.0, 1.0, 400_001), np.geomspace(1e-300, 1.0, 100_000), [np.sqrt(2) - 1]])
+    v = np.concatenate([v, np.nextafter(v[-1], [0.0, 1.0])])
+    log, recip = np.empty_like(v), np.empty_like(v)
+    LK.vlog1p_unit_recip_array(v, log, recip)
+    ref = np.log1p(v)
+    nz = ref > 0
+    assert (np.abs(log[nz] - ref[nz]) / np.spacing(ref[nz])).max() <= 4
+    assert_array_equal(log[~nz], 0.0)
+    assert (np.abs(recip - 1.0 / (1.0 + v)) / np.spacing(1.0 / (1.0 + v))).max() <= 3
+    out = np.empty(1), np.empty(1)
+    LK.vlog1p_unit_recip_array(np.array([np.nan]), *out)
+    assert np.isnan(out[0][0]) and np.isnan(out[1][0])
+
+
 def test_hessp_needs_prepared_point():
     X, y = dataset("iris")
     loss = LinearLoss(X, y, None, n_classes=3, fit_intercept=True, l2_reg_strength=0.01)
