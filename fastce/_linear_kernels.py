@@ -70,6 +70,18 @@ def _int64_bits_to_float64(typingctx, x):
     return types.float64(types.int64), codegen
 
 
+@intrinsic
+def _float64_to_int64_bits(typingctx, x):
+    """Reinterpret a float64 as the int64 with the same bits."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
 def vexp(x):
     """exp(x) for a float64, vectorisable (Numba-compiled code only)."""
     raise NotImplementedError("vexp is only callable from Numba-compiled code")
@@ -149,11 +161,43 @@ def _vlog1p_unit_recip_overload(v):
     return None
 
 
+def vlog1p_pos(a):
+    """log(1 + a) for a float64 a >= 0 (inf and NaN propagate), vectorisable
+    (Numba-compiled code only)."""
+    raise NotImplementedError("vlog1p_pos is only callable from Numba-compiled code")
+
+
+def _log1p_pos64(a):
+    # a <= 1: the series of vlog1p_unit_recip. a > 1: 1 + a = 2**e (1 + v) with
+    # v in [0, 1); rounding 1 + a costs at most half an ulp of a log >= ln 2.
+    big = a > 1.0
+    bits = _float64_to_int64_bits(a + 1.0)
+    f = _int64_bits_to_float64((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)  # [1, 2)
+    lg, _ = vlog1p_unit_recip(f - 1.0 if big else a)
+    e = np.float64((bits >> 52) - 1023) if big else 0.0
+    res = e * 0.6931471803691238 + (lg + e * 1.9082149292705877e-10)  # ln 2 in two parts
+    return a if a == np.inf else res
+
+
+@overload(vlog1p_pos, jit_options=dict(fastmath=set(FASTMATH), error_model="numpy"))
+def _vlog1p_pos_overload(a):
+    if a == types.float64:
+        return _log1p_pos64
+    return None
+
+
 @_jit()
 def vexp_array(x, out):
     """out = vexp(x) elementwise (for the tests)."""
     for i in range(x.shape[0]):
         out[i] = vexp(x[i])
+
+
+@_jit()
+def vlog1p_pos_array(x, out):
+    """out = vlog1p_pos(x) elementwise (for the tests)."""
+    for i in range(x.shape[0]):
+        out[i] = vlog1p_pos(x[i])
 
 
 @_jit()
@@ -589,6 +633,7 @@ def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, pro
     acc = sb[j, 1]
     sv = sb[j, 2]
     zy = sb[j, 3]
+    lv = sb[j, 4]
     km = ib[j]
     ivj = iv[j]
     x0 = X.ctypes.data
@@ -624,8 +669,10 @@ def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, pro
                 z[k, r] = e
                 acc[r] += 0.0 if k == km[r] else e
         for r in range(m):
-            loss += sv[r] * ((mx[r] - zy[r]) + math.log1p(acc[r]))
+            lv[r] = sv[r] * ((mx[r] - zy[r]) + vlog1p_pos(acc[r]))
             zy[r] = 1.0 / (1.0 + acc[r])
+        for r in range(m):
+            loss += lv[r]
         for k in range(n_classes):
             for r in range(m):
                 z[k, r] = z[k, r] * zy[r]  # the probability
@@ -649,7 +696,7 @@ def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, pro
         # gj^T[:d, :K-1] (column-major, ld d + 1) += X_c^T G[:, :K-1]
         _gemm(gemm, consts, ivj, False, False, d, n_classes - 1, m, xc, d, zp, chunk, True, gj.ctypes.data, d + 1)
     _mn_last_class(gj)
-    sb[j, 4, 0] = touched  # keeps the loads of _touch_rows
+    sb[j, 5, 0] = touched  # keeps the loads of _touch_rows
     return loss
 
 

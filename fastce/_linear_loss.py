@@ -225,7 +225,7 @@ class LinearLoss:
                 c = _chunk_rows(self.n_classes, d)
                 # per block: Z^T / G^T of a chunk, per-row scratch, arg max, gemm's integers
                 self._chunk_bufs = (
-                    np.empty((nb, k, c)), np.empty((nb, 5, c)), np.empty((nb, c), dtype=np.intp),
+                    np.empty((nb, k, c)), np.empty((nb, 6, c)), np.empty((nb, c), dtype=np.intp),
                     np.empty((nb, 8), dtype=np.int32), np.array([1.0, 0.0]), _dgemm_address(),
                 )  # fmt: skip
         else:

@@ -500,6 +500,23 @@ def test_vlog1p_unit_recip_matches_numpy():
     assert np.isnan(out[0][0]) and np.isnan(out[1][0])
 
 
+def test_vlog1p_pos_matches_numpy():
+    """log1p(a) for a >= 0 of the multinomial kernel (the loss), against NumPy."""
+    from fastce import _linear_kernels as LK
+
+    a = np.concatenate([np.linspace(0.0, 50.0, 500_001), np.geomspace(1e-300, 1e300, 200_001), [1.0, np.nextafter(1.0, 2)]])
+    out = np.empty_like(a)
+    LK.vlog1p_pos_array(a, out)
+    ref = np.log1p(a)
+    nz = ref > 0
+    assert (np.abs(out[nz] - ref[nz]) / np.spacing(ref[nz])).max() <= 3
+    assert_array_equal(out[~nz], 0.0)
+    special = np.array([np.inf, np.nan])
+    out = np.empty(2)
+    LK.vlog1p_pos_array(special, out)
+    assert_array_equal(out, special)
+
+
 def test_hessp_needs_prepared_point():
     X, y = dataset("iris")
     loss = LinearLoss(X, y, None, n_classes=3, fit_intercept=True, l2_reg_strength=0.01)
