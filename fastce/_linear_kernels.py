@@ -25,7 +25,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 from . import _kernels
 from ._kernels import FASTMATH, _jit
@@ -116,11 +116,7 @@ def _exp64(x):
 
 # inlined at Numba IR level, so that loops calling it vectorise; it takes the
 # fast-math flags of its caller (none of which may have "reassoc")
-@overload(vexp, jit_options=dict(fastmath=set(FASTMATH), error_model="numpy"))
-def _vexp_overload(x):
-    if x == types.float64:
-        return _exp64
-    return None
+_kernels._overload_by_float(vexp, None, _exp64)
 
 
 def vlog1p_unit_recip(v):
@@ -154,11 +150,7 @@ def _log1p_unit_recip64(v):
     return fe * 0.6931471803691238 + (z2 + (z2 * w * p + fe * 1.9082149292705877e-10)), q * den
 
 
-@overload(vlog1p_unit_recip, jit_options=dict(fastmath=set(FASTMATH), error_model="numpy"))
-def _vlog1p_unit_recip_overload(v):
-    if v == types.float64:
-        return _log1p_unit_recip64
-    return None
+_kernels._overload_by_float(vlog1p_unit_recip, None, _log1p_unit_recip64)
 
 
 def vlog1p_pos(a):
@@ -179,11 +171,7 @@ def _log1p_pos64(a):
     return a if a == np.inf else res
 
 
-@overload(vlog1p_pos, jit_options=dict(fastmath=set(FASTMATH), error_model="numpy"))
-def _vlog1p_pos_overload(a):
-    if a == types.float64:
-        return _log1p_pos64
-    return None
+_kernels._overload_by_float(vlog1p_pos, None, _log1p_pos64)
 
 
 @_jit()
