@@ -567,9 +567,11 @@ def _gemm(gemm, consts, iv, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta_one,
     """c (m x n, column-major, ldc) = op(a) op(b) (+ c if beta_one) by the BLAS
     ``?gemm`` at address ``gemm``: a, b, c are addresses; op is the
     transpose when trans_* is set. ``consts`` holds [1.0, 0.0] (alpha and
-    beta) and ``iv`` is int32 scratch of 8 for what goes by reference: the six
-    integers and the characters 'N' and 'T' (a little-endian int32 holding a
-    character code is that character followed by zero bytes)."""
+    beta) and ``iv`` is int64 scratch of 8 for what goes by reference: the
+    six integers and the characters 'N' and 'T'. Little-endian, an int64
+    serves both BLAS integer widths (an LP64 BLAS reads its low 4 bytes, an
+    ILP64 one all 8), and one holding a character code is that character
+    followed by zero bytes."""
     iv[0] = m
     iv[1] = n
     iv[2] = k
@@ -578,11 +580,12 @@ def _gemm(gemm, consts, iv, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta_one,
     iv[5] = ldc
     iv[6] = 0x4E  # 'N'
     iv[7] = 0x54  # 'T'
+    q = iv.itemsize
     ip = iv.ctypes.data
     cp = consts.ctypes.data
     _call_gemm(
-        gemm, ip + (28 if trans_a else 24), ip + (28 if trans_b else 24), ip, ip + 4, ip + 8, cp, a, ip + 12, b,
-        ip + 16, cp + (0 if beta_one else 8), c, ip + 20,
+        gemm, ip + (7 if trans_a else 6) * q, ip + (7 if trans_b else 6) * q, ip, ip + q, ip + 2 * q, cp, a,
+        ip + 3 * q, b, ip + 4 * q, cp + (0 if beta_one else 8), c, ip + 5 * q,
     )  # fmt: skip
 
 

@@ -60,6 +60,8 @@ sparse float32 data, whose SciPy products would accumulate in float32).
 Every sum over samples is accumulated in float64.
 """
 
+import sys
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -184,7 +186,8 @@ class LinearLoss:
         elif linear_ce and not lce_ok:
             raise ValueError("linear_ce needs the single-pass path, a dense float64 X and the multinomial model")
         self.linear_ce = bool(linear_ce)
-        chunks_ok = lce_ok and d > 0 and _chunk_rows(self.n_classes, d) > 0
+        # (the kernels pass BLAS its integers and characters in little-endian int64s)
+        chunks_ok = lce_ok and d > 0 and _chunk_rows(self.n_classes, d) > 0 and sys.byteorder == "little"
         if blas_chunks is None:
             blas_chunks = chunks_ok
         elif blas_chunks and not chunks_ok:
@@ -226,7 +229,7 @@ class LinearLoss:
                 # per block: Z^T / G^T of a chunk, per-row scratch, arg max, gemm's integers
                 self._chunk_bufs = (
                     np.empty((nb, k, c)), np.empty((nb, 6, c)), np.empty((nb, c), dtype=np.intp),
-                    np.empty((nb, 8), dtype=np.int32), np.array([1.0, 0.0]), _dgemm_address(),
+                    np.empty((nb, 8), dtype=np.int64), np.array([1.0, 0.0]), _dgemm_address(),
                 )  # fmt: skip
         else:
             # the loss functions' weights: float64 for cross_entropy, X's dtype for BCE
