@@ -708,6 +708,61 @@ def mn_blas_loss_grad_ser(X, w2, y, sw, sw_step, fit_intercept, store, proba, gp
 
 
 @_jit()
+def _mn_blas_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb, iv, consts, gemm, n_blocks):
+    """The Hessian product of _mn_dense_hessp_block by BLAS chunks, as
+    _mn_blas_loss_grad_block: T = X_c V^T (+ v_b), R = s p * (T - <p, T>)
+    across the chunk's rows, X_c^T R."""
+    n, d = X.shape
+    n_classes = v2.shape[0]
+    lo, hi = _block_rows(j, n, n_blocks)
+    gj = gp[j]
+    _zero(gj)
+    t = zb[j]  # (K, chunk): T^T, then R^T
+    chunk = t.shape[1]
+    dot = sb[j, 0]
+    sv = sb[j, 1]
+    ivj = iv[j]
+    x0 = X.ctypes.data
+    tp = t.ctypes.data
+    touched = 0.0
+    for c0 in range(lo, hi, chunk):
+        m = min(c0 + chunk, hi) - c0
+        touched += _touch_rows(X, c0, c0 + m)
+        xc = x0 + c0 * d * 8
+        _gemm(gemm, consts, ivj, True, False, m, n_classes, d, xc, d, v2.ctypes.data, v2.shape[1], False, tp, chunk)
+        for r in range(m):
+            dot[r] = 0.0
+            sv[r] = sw[(c0 + r) * sw_step]
+        for k in range(n_classes):
+            b = v2[k, d] if fit_intercept else 0.0
+            for r in range(m):
+                v = t[k, r] + b
+                t[k, r] = v
+                dot[r] += proba[c0 + r, k] * v
+        for k in range(n_classes):
+            for r in range(m):
+                t[k, r] = sv[r] * proba[c0 + r, k] * (t[k, r] - dot[r])
+        if fit_intercept:
+            for k in range(n_classes - 1):
+                gj[k, d] += _row_sum(t, k, m)
+        _gemm(gemm, consts, ivj, False, False, d, n_classes - 1, m, xc, d, tp, chunk, True, gj.ctypes.data, d + 1)
+    _mn_last_class(gj)
+    sb[j, 5, 0] = touched  # keeps the loads of _touch_rows
+
+
+@_jit(parallel=True)
+def mn_blas_hessp_par(X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb, ib, iv, consts, gemm):
+    for j in prange(gp.shape[0]):
+        _mn_blas_hessp_block(np.int64(j), X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb, iv, consts, gemm, gp.shape[0])
+
+
+@_jit()
+def mn_blas_hessp_ser(X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb, ib, iv, consts, gemm):
+    for j in range(gp.shape[0]):
+        _mn_blas_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb, iv, consts, gemm, gp.shape[0])
+
+
+@_jit()
 def _mn_dense_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, n_blocks):
     """Rows r_i = s_i p_i * (t_i - <p_i, t_i>), t_i = V x_i + v_b, accumulated as X^T R."""
     n, d = X.shape
