@@ -802,7 +802,7 @@ def mn_dense_hessp_ser(X, v2, proba, sw, sw_step, fit_intercept, gp, zb):
         _mn_dense_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, gp.shape[0])
 
 
-_BIN_CHUNK = 128
+_BIN_CHUNK = 128  # rows per chunk of the binomial kernel when it has no BLAS
 
 
 @_jit_reassoc()
@@ -815,10 +815,14 @@ def _dot1(X, i, w, d):
 
 
 @_jit()
-def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, bb, n_blocks):
-    """Rows in chunks of _BIN_CHUNK: the chunk's logits, then its losses,
-    gradients and curvatures across rows (SIMD: vectorisable exp and log1p),
-    then its contribution to the gradient, the rows still in cache."""
+def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, bb, iv, consts, gemm, n_blocks):
+    """Rows in chunks of ``bb.shape[2]``: the chunk's logits, then its
+    losses, gradients and curvatures across rows (SIMD: vectorisable exp and
+    log1p), then its contribution to the gradient, the rows still in cache:
+    X_c^T g by the BLAS ``dgemm`` at address ``gemm`` (float64 X; as in
+    _gemm), or by a loop if ``gemm`` is 0. Measured 12-14% faster with BLAS
+    at 1,000,000 x 50 (2 threads): Numba's loop loads and stores the
+    gradient's d partial sums for every row."""
     n, d = X.shape
     lo, hi = _block_rows(j, n, n_blocks)
     gj = gp[j]
@@ -831,8 +835,10 @@ def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, cu
     hc = bb[j, 4]
     loss = 0.0
     gb = 0.0
-    for c0 in range(lo, hi, _BIN_CHUNK):
-        m = min(c0 + _BIN_CHUNK, hi) - c0
+    chunk = bb.shape[2]
+    ivj = iv[j]
+    for c0 in range(lo, hi, chunk):
+        m = min(c0 + chunk, hi) - c0
         for r in range(m):
             zc[r] = _dot1(X, c0 + r, w, d) + b
             sc[r] = sw[(c0 + r) * sw_step]
@@ -858,26 +864,37 @@ def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, cu
         for r in range(m):
             loss += lc[r]
             gb += gc[r]
-        for r in range(m):
-            a = gc[r]
-            i = c0 + r
-            for c in range(d):
-                gj[c] += a * X[i, c]
+        if gemm != 0:
+            # gj[:d] (d x 1) += X_c^T (d x m, column-major: X_c as a C array) g_c
+            _gemm(
+                gemm, consts, ivj, False, False, d, 1, m, X.ctypes.data + c0 * d * 8, d, gc.ctypes.data, chunk, True,
+                gj.ctypes.data, d + 1,
+            )  # fmt: skip
+        else:
+            for r in range(m):
+                a = gc[r]
+                i = c0 + r
+                for c in range(d):
+                    gj[c] += a * X[i, c]
     if fit_intercept:
         gj[d] = gb
     return loss
 
 
 @_jit(parallel=True)
-def bin_dense_loss_grad_par(X, w, y, sw, sw_step, fit_intercept, store, curv, gp, lp, bb):
+def bin_dense_loss_grad_par(X, w, y, sw, sw_step, fit_intercept, store, curv, gp, lp, bb, iv, consts, gemm):
     for j in prange(lp.shape[0]):
-        lp[j] = _bin_dense_loss_grad_block(np.int64(j), X, w, y, sw, sw_step, fit_intercept, store, curv, gp, bb, lp.shape[0])
+        lp[j] = _bin_dense_loss_grad_block(
+            np.int64(j), X, w, y, sw, sw_step, fit_intercept, store, curv, gp, bb, iv, consts, gemm, lp.shape[0]
+        )
 
 
 @_jit()
-def bin_dense_loss_grad_ser(X, w, y, sw, sw_step, fit_intercept, store, curv, gp, lp, bb):
+def bin_dense_loss_grad_ser(X, w, y, sw, sw_step, fit_intercept, store, curv, gp, lp, bb, iv, consts, gemm):
     for j in range(lp.shape[0]):
-        lp[j] = _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, bb, lp.shape[0])
+        lp[j] = _bin_dense_loss_grad_block(
+            j, X, w, y, sw, sw_step, fit_intercept, store, curv, gp, bb, iv, consts, gemm, lp.shape[0]
+        )
 
 
 @_jit()

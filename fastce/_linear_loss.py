@@ -27,14 +27,15 @@ single pass (dense ``X``, the default there)
     :func:`fastce.binary_cross_entropy_with_logits`) and the row's
     contribution ``g_i x_i^T`` to ``X^T G`` are computed while the row is in
     cache, into per-block float64 partial sums (multinomial: rows in groups
-    of four; binomial: chunks of 128 rows, the loss across a chunk with
-    vectorised exp and log1p). A Hessian product likewise. Measured on 2
+    of four; binomial: chunks of rows, the loss across a chunk with
+    vectorised exp and log1p, and on float64 X the chunk's ``X_c^T g`` by
+    BLAS, see below). A Hessian product likewise. Measured on 2
     cores (float64): 200,000 x 100, 10 classes, 18 ms per evaluation against
     44 ms for ``X @ W`` + fused loss + ``X.T @ G`` below (scikit-learn's
     ``LinearModelLoss``: 51 ms); 1,000,000 x 50 binary, 16 ms against 34 ms
     (scikit-learn's: 43 ms), before the binomial chunks, which took it from
     22-35 to 16-21 ms on a busier day.
-single pass with BLAS chunks (dense float64 ``X``, multinomial, the default there)
+single pass with BLAS chunks (dense float64 ``X``, the default there)
     The same single pass, with the two products of each chunk of rows
     (``Z = X_c W^T`` and ``G^T X_c``) done by SciPy's BLAS ``dgemm`` on the
     chunk while it is in cache, called from the kernel's threads (one BLAS
@@ -42,7 +43,8 @@ single pass with BLAS chunks (dense float64 ``X``, multinomial, the default ther
     thread), and the softmax across the chunk's rows (SIMD); Hessian
     products the same way. Measured in one sitting on 2 cores, 200,000 x 100
     with 10 classes: 19.7 ms per evaluation against 45.7 ms for the kernels
-    of the single pass.
+    of the single pass. The binomial model gives BLAS the gradient's product
+    only: 16.5-17.3 against 18.9-20.7 ms at 1,000,000 x 50.
 linear cross-entropy (dense float64 ``X``, multinomial, big products)
     The objective and gradient of the single-pass path come from
     :func:`fastce.linear_cross_entropy` (BLAS on blocks of rows, an online
@@ -149,10 +151,11 @@ class LinearLoss:
         ``None``: when the shape is past the measured crossover
         (``_LCE_CROSSOVER``).
     blas_chunks : bool or None, default=None
-        On the single-pass path, compute the products of the multinomial
-        objective and gradient with BLAS on chunks of rows (dense float64
-        ``X``, ``n_classes * n_features <= 16384``), and its Hessian
-        products likewise. ``None``: wherever possible.
+        On the single-pass path (dense float64 ``X``, ``n_classes *
+        n_features <= 16384``, ``n_features`` for the binomial model), compute
+        with BLAS on chunks of rows both products of the multinomial
+        objective and gradient, and of its Hessian products, and the
+        gradient's product of the binomial model. ``None``: wherever possible.
 
     Notes
     -----
@@ -190,20 +193,23 @@ class LinearLoss:
         elif linear_ce and not lce_ok:
             raise ValueError("linear_ce needs the single-pass path, a dense float64 X and the multinomial model")
         self.linear_ce = bool(linear_ce)
+        k = self.n_classes if self.multinomial else 1
         # (the kernels pass BLAS its integers and characters in little-endian int64s)
-        chunks_ok = lce_ok and d > 0 and _chunk_rows(self.n_classes, d) > 0 and sys.byteorder == "little"
+        chunks_ok = (
+            self.single_pass and self.dtype == np.float64 and d > 0 and _chunk_rows(k, d) > 0
+            and sys.byteorder == "little"
+        )  # fmt: skip
         if blas_chunks is None:
             blas_chunks = chunks_ok
         elif blas_chunks and not chunks_ok:
             raise ValueError(
-                "blas_chunks needs the single-pass path, a dense float64 X with columns, the multinomial model"
-                f" and n_classes * n_features <= {_SERIAL_GEMM_MNK // _MIN_CHUNK}"
+                "blas_chunks needs the single-pass path, a dense float64 X with columns"
+                f" and n_classes * n_features <= {_SERIAL_GEMM_MNK // _MIN_CHUNK} (n_features for two classes)"
             )
         self.blas_chunks = bool(blas_chunks)
         self.keep_hessian = False
         self.n_evaluations = 0
         self.n_hessp = 0
-        k = self.n_classes if self.multinomial else 1
         rows = (n, k) if self.multinomial else (n,)
 
         # float64 weights for the kernels of this package, as (array, step)
@@ -225,16 +231,15 @@ class LinearLoss:
             self._h = None
             self._h_shape, self._h_dtype = rows, (self.dtype if self.multinomial else np.float64)
             self._h_unused = np.empty((1, k) if self.multinomial else 1, dtype=self._h_dtype)
-            if not self.multinomial:
+            # BLAS's arguments: gemm's integers, alpha and beta, gemm (0: no BLAS)
+            blas = (np.empty((nb, 8), dtype=np.int64), np.array([1.0, 0.0]), _dgemm_address() if self.blas_chunks else 0)
+            c = _chunk_rows(k, d) if self.blas_chunks else LK._BIN_CHUNK
+            if self.multinomial and self.blas_chunks:
+                # per block: Z^T / G^T of a chunk, per-row scratch, arg max
+                self._chunk_bufs = (np.empty((nb, k, c)), np.empty((nb, 6, c)), np.empty((nb, c), dtype=np.intp)) + blas
+            elif not self.multinomial:
                 # per block: logits, gradients, losses, weights, curvatures of a chunk of rows
-                self._bb = np.empty((nb, 5, LK._BIN_CHUNK))
-            if self.blas_chunks:
-                c = _chunk_rows(self.n_classes, d)
-                # per block: Z^T / G^T of a chunk, per-row scratch, arg max, gemm's integers
-                self._chunk_bufs = (
-                    np.empty((nb, k, c)), np.empty((nb, 6, c)), np.empty((nb, c), dtype=np.intp),
-                    np.empty((nb, 8), dtype=np.int64), np.array([1.0, 0.0]), _dgemm_address(),
-                )  # fmt: skip
+                self._chunk_bufs = (np.empty((nb, 5, c)),) + blas
         else:
             # the loss functions' weights: float64 for cross_entropy, X's dtype for BCE
             self._sw = None
@@ -378,7 +383,7 @@ class LinearLoss:
         w2 = np.ascontiguousarray(np.asarray(w, dtype=np.float64).reshape(self.shape))
         store = self.keep_hessian
         h = self._ensure_h() if store else self._h_unused
-        if self.blas_chunks:
+        if self.multinomial and self.blas_chunks:
             self._run(
                 LK.mn_blas_loss_grad_par, LK.mn_blas_loss_grad_ser, self.X.size,
                 self.X, w2, self.y, self._sw64, self._sw_step, self.fit_intercept, store, h, self._gp, self._lp,
@@ -394,7 +399,7 @@ class LinearLoss:
             self._run(
                 LK.bin_dense_loss_grad_par, LK.bin_dense_loss_grad_ser, self.X.size,
                 self.X, w2, self.y, self._sw64, self._sw_step, self.fit_intercept, store, h, self._gp, self._lp,
-                self._bb,
+                *self._chunk_bufs,
             )  # fmt: skip
         self._reduce_gp(grad)
         return float(self._lp.sum())
@@ -471,7 +476,7 @@ class LinearLoss:
         out = np.empty(self.shape)
         if self.single_pass:
             v2 = np.ascontiguousarray(v.reshape(self.shape))
-            if self.blas_chunks:
+            if self.multinomial and self.blas_chunks:
                 self._run(
                     LK.mn_blas_hessp_par, LK.mn_blas_hessp_ser, self.X.size,
                     self.X, v2, self._h, self._sw64, self._sw_step, self.fit_intercept, self._gp, *self._chunk_bufs,

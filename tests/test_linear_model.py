@@ -301,8 +301,8 @@ def _losses(X, y, sw, n_classes, fit_intercept, l2):
         "csc": LinearLoss(sp.csc_matrix(X), y, sw, n_classes=n_classes, fit_intercept=fit_intercept, l2_reg_strength=l2),
     }
     assert out["single_pass"].single_pass and not out["blas"].single_pass and not out["csr"].single_pass
-    # multinomial on float64: the single pass's products go through BLAS by chunks; the kernels too
-    chunks = n_classes > 2 and X.dtype == np.float64
+    # float64: the single pass's products go through BLAS by chunks; the kernels without BLAS too
+    chunks = X.dtype == np.float64
     assert out["single_pass"].blas_chunks == chunks
     if chunks:
         out["single_pass_kernels"] = LinearLoss(
@@ -339,16 +339,18 @@ def test_gradient_and_hessp_finite_differences(n_classes, fit_intercept, weighte
 
 
 def test_blas_chunks_choice():
-    # the BLAS chunks serve the multinomial model on dense float64 X while a
-    # chunk of 16 rows keeps each product within OpenBLAS's one-thread size
+    # the BLAS chunks serve dense float64 X while a chunk of 16 rows keeps
+    # each product within OpenBLAS's one-thread size
     kw = dict(fit_intercept=True, l2_reg_strength=0.1)
     y = np.arange(20) % 3
     assert LinearLoss(np.zeros((20, 5)), y, None, n_classes=3, **kw).blas_chunks
     assert LinearLoss(np.zeros((20, 5000)), y, None, n_classes=3, **kw).blas_chunks  # 15,000 <= 16,384
     assert not LinearLoss(np.zeros((20, 5000)), y, None, n_classes=4, **kw).blas_chunks
     assert not LinearLoss(np.zeros((20, 5), np.float32), y, None, n_classes=3, **kw).blas_chunks
-    assert not LinearLoss(np.zeros((20, 5)), y % 2, None, n_classes=2, **kw).blas_chunks
+    assert LinearLoss(np.zeros((20, 16000)), y % 2, None, n_classes=2, **kw).blas_chunks
+    assert not LinearLoss(np.zeros((20, 17000)), y % 2, None, n_classes=2, **kw).blas_chunks
     assert not LinearLoss(np.zeros((20, 0)), y, None, n_classes=3, **kw).blas_chunks
+    assert not LinearLoss(sp.csr_matrix(np.ones((20, 5))), y, None, n_classes=3, **kw).blas_chunks
     for X, k in [(np.zeros((20, 5000)), 4), (np.zeros((20, 5), np.float32), 3), (np.zeros((20, 0)), 3)]:
         with pytest.raises(ValueError, match="blas_chunks needs"):
             LinearLoss(X, y % k, None, n_classes=k, blas_chunks=True, **kw)
