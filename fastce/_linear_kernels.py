@@ -612,6 +612,43 @@ def _row_sum(a, k, m):
 
 
 @_jit()
+def _chunk_forward(X, c0, m, w2, fit_intercept, z, gemm, consts, iv):
+    """z[:, :m] = (X_c W^T + b)^T for the chunk X_c = X[c0:c0 + m] (w2 = [W | b]):
+    one load per cache line of the chunk (_touch_rows), then dgemm. Returns
+    the sum of those loads, for the caller to keep."""
+    d = X.shape[1]
+    touched = _touch_rows(X, c0, c0 + m)
+    # Z (m x K, column-major with ld chunk: z as a C array) = X_c W[:, :d]^T
+    _gemm(
+        gemm, consts, iv, True, False, m, w2.shape[0], d, X.ctypes.data + c0 * d * 8, d, w2.ctypes.data,
+        w2.shape[1], False, z.ctypes.data, z.shape[1],
+    )  # fmt: skip
+    if fit_intercept:
+        for k in range(w2.shape[0]):
+            b = w2[k, d]
+            for r in range(m):
+                z[k, r] += b
+    return touched
+
+
+@_jit()
+def _chunk_backward(X, c0, m, g, fit_intercept, gj, gemm, consts, iv):
+    """gj[:K-1, :d] += G[:, :K-1]^T X_c and gj[:K-1, d] += the column sums of
+    G (with the intercept), G = g[:, :m]^T: all classes but the last (see
+    _mn_last_class)."""
+    d = X.shape[1]
+    n_classes = g.shape[0]
+    if fit_intercept:
+        for k in range(n_classes - 1):
+            gj[k, d] += _row_sum(g, k, m)
+    # gj^T[:d, :K-1] (column-major, ld d + 1) += X_c^T G[:, :K-1]
+    _gemm(
+        gemm, consts, iv, False, False, d, n_classes - 1, m, X.ctypes.data + c0 * d * 8, d, g.ctypes.data,
+        g.shape[1], True, gj.ctypes.data, d + 1,
+    )  # fmt: skip
+
+
+@_jit()
 def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, sb, ib, iv, consts, gemm, n_blocks):
     n, d = X.shape
     n_classes = w2.shape[0]
@@ -626,27 +663,19 @@ def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, pro
     zy = sb[j, 3]
     lv = sb[j, 4]
     km = ib[j]
-    ivj = iv[j]
-    x0 = X.ctypes.data
-    zp = z.ctypes.data
     loss = 0.0
     touched = 0.0
     for c0 in range(lo, hi, chunk):
         m = min(c0 + chunk, hi) - c0
-        touched += _touch_rows(X, c0, c0 + m)
-        xc = x0 + c0 * d * 8
-        # Z (m x K, column-major with ld chunk: z as a C array) = X_c W[:, :d]^T
-        _gemm(gemm, consts, ivj, True, False, m, n_classes, d, xc, d, w2.ctypes.data, w2.shape[1], False, zp, chunk)
+        touched += _chunk_forward(X, c0, m, w2, fit_intercept, z, gemm, consts, iv[j])
         for r in range(m):
             mx[r] = -np.inf
             km[r] = 0
             acc[r] = 0.0
             sv[r] = sw[(c0 + r) * sw_step]
         for k in range(n_classes):
-            b = w2[k, d] if fit_intercept else 0.0
             for r in range(m):
-                v = z[k, r] + b
-                z[k, r] = v
+                v = z[k, r]
                 big = v > mx[r]
                 mx[r] = v if big else mx[r]
                 km[r] = k if big else km[r]
@@ -681,11 +710,7 @@ def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, pro
                 z[yi, r] = -s * acc[r] * zy[r]  # p_y - 1 without cancellation
             else:
                 z[yi, r] -= s
-        if fit_intercept:
-            for k in range(n_classes - 1):
-                gj[k, d] += _row_sum(z, k, m)
-        # gj^T[:d, :K-1] (column-major, ld d + 1) += X_c^T G[:, :K-1]
-        _gemm(gemm, consts, ivj, False, False, d, n_classes - 1, m, xc, d, zp, chunk, True, gj.ctypes.data, d + 1)
+        _chunk_backward(X, c0, m, z, fit_intercept, gj, gemm, consts, iv[j])
     _mn_last_class(gj)
     sb[j, 5, 0] = touched  # keeps the loads of _touch_rows
     return loss
@@ -721,31 +746,20 @@ def _mn_blas_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb
     chunk = t.shape[1]
     dot = sb[j, 0]
     sv = sb[j, 1]
-    ivj = iv[j]
-    x0 = X.ctypes.data
-    tp = t.ctypes.data
     touched = 0.0
     for c0 in range(lo, hi, chunk):
         m = min(c0 + chunk, hi) - c0
-        touched += _touch_rows(X, c0, c0 + m)
-        xc = x0 + c0 * d * 8
-        _gemm(gemm, consts, ivj, True, False, m, n_classes, d, xc, d, v2.ctypes.data, v2.shape[1], False, tp, chunk)
+        touched += _chunk_forward(X, c0, m, v2, fit_intercept, t, gemm, consts, iv[j])
         for r in range(m):
             dot[r] = 0.0
             sv[r] = sw[(c0 + r) * sw_step]
         for k in range(n_classes):
-            b = v2[k, d] if fit_intercept else 0.0
             for r in range(m):
-                v = t[k, r] + b
-                t[k, r] = v
-                dot[r] += proba[c0 + r, k] * v
+                dot[r] += proba[c0 + r, k] * t[k, r]
         for k in range(n_classes):
             for r in range(m):
                 t[k, r] = sv[r] * proba[c0 + r, k] * (t[k, r] - dot[r])
-        if fit_intercept:
-            for k in range(n_classes - 1):
-                gj[k, d] += _row_sum(t, k, m)
-        _gemm(gemm, consts, ivj, False, False, d, n_classes - 1, m, xc, d, tp, chunk, True, gj.ctypes.data, d + 1)
+        _chunk_backward(X, c0, m, t, fit_intercept, gj, gemm, consts, iv[j])
     _mn_last_class(gj)
     sb[j, 5, 0] = touched  # keeps the loads of _touch_rows
 
