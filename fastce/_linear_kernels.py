@@ -650,7 +650,7 @@ def _chunk_backward(X, c0, m, g, fit_intercept, gj, gemm, consts, iv):
 
 @_jit()
 def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, sb, ib, iv, consts, gemm, n_blocks):
-    n, d = X.shape
+    n = X.shape[0]
     n_classes = w2.shape[0]
     lo, hi = _block_rows(j, n, n_blocks)
     gj = gp[j]
@@ -737,7 +737,7 @@ def _mn_blas_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb
     """The Hessian product of _mn_dense_hessp_block by BLAS chunks, as
     _mn_blas_loss_grad_block: T = X_c V^T (+ v_b), R = s p * (T - <p, T>)
     across the chunk's rows, X_c^T R."""
-    n, d = X.shape
+    n = X.shape[0]
     n_classes = v2.shape[0]
     lo, hi = _block_rows(j, n, n_blocks)
     gj = gp[j]
