@@ -225,8 +225,10 @@ class LinearLoss:
             nb = max(1, min(_MAX_BLOCKS, -(-n // _MIN_BLOCK_ROWS)))
             self._lp = np.empty(nb)
             self._gp = np.empty((nb, k, d + 1) if self.multinomial else (nb, d + 1))
-            # scratch per block: logits and gradients of a group of rows (binomial: one of them)
-            self._zb = np.empty((nb, 2, LK._GROUP, k)) if self.multinomial else np.empty((nb, LK._GROUP))
+            # scratch per block of the kernels that go by groups of rows (all but the
+            # multinomial BLAS chunks): logits and gradients of a group (binomial: one of them)
+            if not (self.multinomial and self.blas_chunks):
+                self._zb = np.empty((nb, 2, LK._GROUP, k)) if self.multinomial else np.empty((nb, LK._GROUP))
             # probabilities (multinomial, X's dtype) or curvatures (binomial) for the Hessian
             self._h = None
             self._h_shape, self._h_dtype = rows, (self.dtype if self.multinomial else np.float64)
