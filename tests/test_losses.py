@@ -129,12 +129,15 @@ def test_cross_entropy_torch_parity(torch, shape, dtype, reduction, weighted,
 
 @pytest.mark.parametrize("prob", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_classes", [48, 49, 64, 65, 128, 129])
+@pytest.mark.parametrize("n_classes", [1, 2, 3, 6, 7, 10, 12, 13, 48, 49, 64, 65, 128, 129])
 def test_cross_entropy_tiles_and_rows(n_classes, dtype, prob):
     # Rows of up to 512 bytes (64 float64, 128 float32 elements) go through
-    # tiles of 64 rows, longer ones row by row: both sides of both limits,
-    # with several tiles and a partial one, weights, label smoothing and an
-    # ignored class, against the float64 formulas; serial and parallel kernels.
+    # tiles of 64 rows, longer ones row by row; rows of up to 48 bytes (6
+    # float64, 12 float32 elements) enter and leave full tiles by an
+    # in-register transpose, others element by element: both sides of every
+    # limit, with several tiles and a partial one, weights, label smoothing
+    # and an ignored class, against the float64 formulas; serial and
+    # parallel kernels.
     for n_rows in (301, 40_000 // n_classes + 7):
         ignore = -100 if prob else 3
         x, t, w = make_ce((n_rows, n_classes), dtype, True, ignore, prob, seed=n_classes)
