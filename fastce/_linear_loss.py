@@ -237,8 +237,11 @@ class LinearLoss:
             blas = (np.empty((nb, 8), dtype=np.int64), np.array([1.0, 0.0]), _dgemm_address() if self.blas_chunks else 0)
             c = _chunk_rows(k, d) if self.blas_chunks else LK._BIN_CHUNK
             if self.multinomial and self.blas_chunks:
-                # per block: Z^T / G^T of a chunk, per-row scratch, arg max
-                self._chunk_bufs = (np.empty((nb, k, c)), np.empty((nb, 6, c)), np.empty((nb, c), dtype=np.intp)) + blas
+                # per block: Z^T / G^T of a chunk, per-row scratch, arg max, W^T, Z
+                self._chunk_bufs = (
+                    np.empty((nb, k, c)), np.empty((nb, 6, c)), np.empty((nb, c), dtype=np.intp), np.empty((nb, d, k)),
+                    np.empty((nb, c, k)),
+                ) + blas  # fmt: skip
             elif not self.multinomial:
                 # per block: logits, gradients, losses, weights, curvatures of a chunk of rows
                 self._chunk_bufs = (np.empty((nb, 5, c)),) + blas
