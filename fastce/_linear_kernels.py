@@ -675,17 +675,19 @@ def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, pro
     zr = zrb[j]  # (chunk, K): Z
     z = zb[j]  # (K, chunk): Z^T, then exp(z - max), then G^T
     chunk = z.shape[1]
-    mx = sb[j, 0]
-    acc = sb[j, 1]
-    sv = sb[j, 2]
-    zy = sb[j, 3]
-    lv = sb[j, 4]
+    sbj = sb[j]
+    mx = sbj[0]
+    acc = sbj[1]
+    sv = sbj[2]
+    zy = sbj[3]
+    lv = sbj[4]
     km = ib[j]
+    ivj = iv[j]
     loss = 0.0
     touched = 0.0
     for c0 in range(lo, hi, chunk):
         m = min(c0 + chunk, hi) - c0
-        touched += _chunk_forward(X, c0, m, wt, w2, fit_intercept, zr, z, gemm, consts, iv[j])
+        touched += _chunk_forward(X, c0, m, wt, w2, fit_intercept, zr, z, gemm, consts, ivj)
         for r in range(m):
             mx[r] = -np.inf
             km[r] = 0
@@ -709,8 +711,7 @@ def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, pro
         for r in range(m):
             lv[r] = sv[r] * ((mx[r] - zy[r]) + vlog1p_pos(acc[r]))
             zy[r] = 1.0 / (1.0 + acc[r])
-        for r in range(m):
-            loss += lv[r]
+        loss += _row_sum(sbj, 4, m)
         for k in range(n_classes):
             for r in range(m):
                 z[k, r] = z[k, r] * zy[r]  # the probability
@@ -728,7 +729,7 @@ def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, pro
                 z[yi, r] = -s * acc[r] * zy[r]  # p_y - 1 without cancellation
             else:
                 z[yi, r] -= s
-        _chunk_backward(X, c0, m, z, fit_intercept, gj, gemm, consts, iv[j])
+        _chunk_backward(X, c0, m, z, fit_intercept, gj, gemm, consts, ivj)
     _mn_last_class(gj)
     sb[j, 5, 0] = touched  # keeps the loads of _touch_rows
     return loss
@@ -764,6 +765,7 @@ def _mn_blas_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb
     vt = wtb[j]
     _weights_t(v2, vt)
     zr = zrb[j]  # (chunk, K): T
+    ivj = iv[j]
     t = zb[j]  # (K, chunk): T^T, then R^T
     chunk = t.shape[1]
     dot = sb[j, 0]
@@ -771,7 +773,7 @@ def _mn_blas_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb
     touched = 0.0
     for c0 in range(lo, hi, chunk):
         m = min(c0 + chunk, hi) - c0
-        touched += _chunk_forward(X, c0, m, vt, v2, fit_intercept, zr, t, gemm, consts, iv[j])
+        touched += _chunk_forward(X, c0, m, vt, v2, fit_intercept, zr, t, gemm, consts, ivj)
         for r in range(m):
             dot[r] = 0.0
             sv[r] = sw[(c0 + r) * sw_step]
@@ -781,7 +783,7 @@ def _mn_blas_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb
         for k in range(n_classes):
             for r in range(m):
                 t[k, r] = sv[r] * proba[c0 + r, k] * (t[k, r] - dot[r])
-        _chunk_backward(X, c0, m, t, fit_intercept, gj, gemm, consts, iv[j])
+        _chunk_backward(X, c0, m, t, fit_intercept, gj, gemm, consts, ivj)
     _mn_last_class(gj)
     sb[j, 5, 0] = touched  # keeps the loads of _touch_rows
 
@@ -866,11 +868,12 @@ def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, cu
     gj = gp[j]
     _zero(gj)
     b = w[d] if fit_intercept else 0.0
-    zc = bb[j, 0]
-    gc = bb[j, 1]
-    lc = bb[j, 2]
-    sc = bb[j, 3]
-    hc = bb[j, 4]
+    bj = bb[j]
+    zc = bj[0]
+    gc = bj[1]
+    lc = bj[2]
+    sc = bj[3]
+    hc = bj[4]
     loss = 0.0
     gb = 0.0
     chunk = bb.shape[2]
@@ -899,9 +902,8 @@ def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, cu
         if store:
             for r in range(m):
                 curv[c0 + r] = hc[r]
-        for r in range(m):
-            loss += lc[r]
-            gb += gc[r]
+        loss += _row_sum(bj, 2, m)
+        gb += _row_sum(bj, 1, m)
         if gemm != 0:
             # gj[:d] (d x 1) += X_c^T (d x m, column-major: X_c as a C array) g_c
             _gemm(
