@@ -612,17 +612,9 @@ def _row_sum(a, k, m):
 
 
 @_jit()
-def _weights_t(w2, wt):
-    """wt (d, K) = W^T, W = w2[:, :d]: the forward product's left factor."""
-    for k in range(w2.shape[0]):
-        for q in range(wt.shape[0]):
-            wt[q, k] = w2[k, q]
-
-
-@_jit()
 def _chunk_forward(X, c0, m, wt, w2, fit_intercept, zr, z, gemm, consts, iv):
     """z[:, :m] = (X_c W^T + b)^T for the chunk X_c = X[c0:c0 + m] (w2 = [W | b],
-    wt = W^T from _weights_t): one load per cache line of the chunk
+    wt = W^T, C-contiguous (d, K)): one load per cache line of the chunk
     (_touch_rows), dgemm into zr, then zr^T + b into z. Returns the sum of
     those loads, for the caller to keep.
 
@@ -664,14 +656,12 @@ def _chunk_backward(X, c0, m, g, fit_intercept, gj, gemm, consts, iv):
 
 
 @_jit()
-def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, sb, ib, wtb, zrb, iv, consts, gemm, n_blocks):
+def _mn_blas_loss_grad_block(j, X, w2, wt, y, sw, sw_step, fit_intercept, store, proba, gp, zb, sb, ib, zrb, iv, consts, gemm, n_blocks):
     n = X.shape[0]
     n_classes = w2.shape[0]
     lo, hi = _block_rows(j, n, n_blocks)
     gj = gp[j]
     _zero(gj)
-    wt = wtb[j]
-    _weights_t(w2, wt)
     zr = zrb[j]  # (chunk, K): Z
     z = zb[j]  # (K, chunk): Z^T, then exp(z - max), then G^T
     chunk = z.shape[1]
@@ -736,24 +726,24 @@ def _mn_blas_loss_grad_block(j, X, w2, y, sw, sw_step, fit_intercept, store, pro
 
 
 @_jit(parallel=True)
-def mn_blas_loss_grad_par(X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, lp, zb, sb, ib, wtb, zrb, iv, consts, gemm):
+def mn_blas_loss_grad_par(X, w2, wt, y, sw, sw_step, fit_intercept, store, proba, gp, lp, zb, sb, ib, zrb, iv, consts, gemm):
     for j in prange(lp.shape[0]):
         lp[j] = _mn_blas_loss_grad_block(
-            np.int64(j), X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, sb, ib, wtb, zrb, iv, consts, gemm,
+            np.int64(j), X, w2, wt, y, sw, sw_step, fit_intercept, store, proba, gp, zb, sb, ib, zrb, iv, consts, gemm,
             lp.shape[0],
         )
 
 
 @_jit()
-def mn_blas_loss_grad_ser(X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, lp, zb, sb, ib, wtb, zrb, iv, consts, gemm):
+def mn_blas_loss_grad_ser(X, w2, wt, y, sw, sw_step, fit_intercept, store, proba, gp, lp, zb, sb, ib, zrb, iv, consts, gemm):
     for j in range(lp.shape[0]):
         lp[j] = _mn_blas_loss_grad_block(
-            j, X, w2, y, sw, sw_step, fit_intercept, store, proba, gp, zb, sb, ib, wtb, zrb, iv, consts, gemm, lp.shape[0]
+            j, X, w2, wt, y, sw, sw_step, fit_intercept, store, proba, gp, zb, sb, ib, zrb, iv, consts, gemm, lp.shape[0]
         )
 
 
 @_jit()
-def _mn_blas_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb, wtb, zrb, iv, consts, gemm, n_blocks):
+def _mn_blas_hessp_block(j, X, v2, vt, proba, sw, sw_step, fit_intercept, gp, zb, sb, zrb, iv, consts, gemm, n_blocks):
     """The Hessian product of _mn_dense_hessp_block by BLAS chunks, as
     _mn_blas_loss_grad_block: T = X_c V^T (+ v_b), R = s p * (T - <p, T>)
     across the chunk's rows, X_c^T R."""
@@ -762,8 +752,6 @@ def _mn_blas_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb
     lo, hi = _block_rows(j, n, n_blocks)
     gj = gp[j]
     _zero(gj)
-    vt = wtb[j]
-    _weights_t(v2, vt)
     zr = zrb[j]  # (chunk, K): T
     ivj = iv[j]
     t = zb[j]  # (K, chunk): T^T, then R^T
@@ -789,17 +777,17 @@ def _mn_blas_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb
 
 
 @_jit(parallel=True)
-def mn_blas_hessp_par(X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb, ib, wtb, zrb, iv, consts, gemm):
+def mn_blas_hessp_par(X, v2, vt, proba, sw, sw_step, fit_intercept, gp, zb, sb, ib, zrb, iv, consts, gemm):
     for j in prange(gp.shape[0]):
         _mn_blas_hessp_block(
-            np.int64(j), X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb, wtb, zrb, iv, consts, gemm, gp.shape[0]
+            np.int64(j), X, v2, vt, proba, sw, sw_step, fit_intercept, gp, zb, sb, zrb, iv, consts, gemm, gp.shape[0]
         )
 
 
 @_jit()
-def mn_blas_hessp_ser(X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb, ib, wtb, zrb, iv, consts, gemm):
+def mn_blas_hessp_ser(X, v2, vt, proba, sw, sw_step, fit_intercept, gp, zb, sb, ib, zrb, iv, consts, gemm):
     for j in range(gp.shape[0]):
-        _mn_blas_hessp_block(j, X, v2, proba, sw, sw_step, fit_intercept, gp, zb, sb, wtb, zrb, iv, consts, gemm, gp.shape[0])
+        _mn_blas_hessp_block(j, X, v2, vt, proba, sw, sw_step, fit_intercept, gp, zb, sb, zrb, iv, consts, gemm, gp.shape[0])
 
 
 @_jit()

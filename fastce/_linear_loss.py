@@ -237,10 +237,9 @@ class LinearLoss:
             blas = (np.empty((nb, 8), dtype=np.int64), np.array([1.0, 0.0]), _dgemm_address() if self.blas_chunks else 0)
             c = _chunk_rows(k, d) if self.blas_chunks else LK._BIN_CHUNK
             if self.multinomial and self.blas_chunks:
-                # per block: Z^T / G^T of a chunk, per-row scratch, arg max, W^T, Z
+                # per block: Z^T / G^T of a chunk, per-row scratch, arg max, Z
                 self._chunk_bufs = (
-                    np.empty((nb, k, c)), np.empty((nb, 6, c)), np.empty((nb, c), dtype=np.intp), np.empty((nb, d, k)),
-                    np.empty((nb, c, k)),
+                    np.empty((nb, k, c)), np.empty((nb, 6, c)), np.empty((nb, c), dtype=np.intp), np.empty((nb, c, k)),
                 ) + blas  # fmt: skip
             elif not self.multinomial:
                 # per block: logits, gradients, losses, weights, curvatures of a chunk of rows
@@ -389,9 +388,10 @@ class LinearLoss:
         store = self.keep_hessian
         h = self._ensure_h() if store else self._h_unused
         if self.multinomial and self.blas_chunks:
+            wt = np.ascontiguousarray(w2[:, : self.n_features].T)  # the left factor of the chunks' W X_c^T
             self._run(
                 LK.mn_blas_loss_grad_par, LK.mn_blas_loss_grad_ser, self.X.size,
-                self.X, w2, self.y, self._sw64, self._sw_step, self.fit_intercept, store, h, self._gp, self._lp,
+                self.X, w2, wt, self.y, self._sw64, self._sw_step, self.fit_intercept, store, h, self._gp, self._lp,
                 *self._chunk_bufs,
             )  # fmt: skip
         elif self.multinomial:
@@ -482,9 +482,11 @@ class LinearLoss:
         if self.single_pass:
             v2 = np.ascontiguousarray(v.reshape(self.shape))
             if self.multinomial and self.blas_chunks:
+                vt = np.ascontiguousarray(v2[:, : self.n_features].T)
                 self._run(
                     LK.mn_blas_hessp_par, LK.mn_blas_hessp_ser, self.X.size,
-                    self.X, v2, self._h, self._sw64, self._sw_step, self.fit_intercept, self._gp, *self._chunk_bufs,
+                    self.X, v2, vt, self._h, self._sw64, self._sw_step, self.fit_intercept, self._gp,
+                    *self._chunk_bufs,
                 )  # fmt: skip
             elif self.multinomial:
                 self._run(
