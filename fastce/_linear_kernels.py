@@ -28,28 +28,12 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from . import _kernels
-from ._kernels import FASTMATH, _jit
+from ._kernels import _jit
 
 # Sums over a row may be re-associated so that LLVM vectorises them; only the
-# tiny dot-product helper gets this (LLVM keeps per-instruction flags when it
-# inlines it into kernels compiled with FASTMATH).
-_FASTMATH_REASSOC = FASTMATH | {"reassoc"}
-
-
-def _jit_reassoc():
-    """``_jit()`` plus re-association: for pure reductions only (the same
-    caching and fallback as :func:`fastce._kernels._jit`)."""
-    opts = dict(nogil=True, error_model="numpy", fastmath=set(_FASTMATH_REASSOC))
-
-    def decorate(fn):
-        if _kernels._cache:
-            try:
-                return numba.njit(cache=True, **opts)(fn)
-            except RuntimeError:
-                _kernels._cache = False
-        return numba.njit(**opts)(fn)
-
-    return decorate
+# small reduction helpers get this (``_jit(reduce=True)``; LLVM keeps
+# per-instruction flags when it inlines them into kernels compiled with
+# the package's fast-math flags).
 
 # ---------------------------------------------------------------------------
 # A vectorisable float64 exp: math.exp in a Numba loop is a scalar libm call.
@@ -384,7 +368,7 @@ def _block_rows(j, n, n_blocks):
     return (j * n) // n_blocks, ((j + 1) * n) // n_blocks
 
 
-@_jit_reassoc()
+@_jit(reduce=True)
 def _dot4(X, i0, i1, i2, i3, w2, k, d):
     """(X[i] . w2[k, :d] for i in i0..i3) in float64, vectorised. Indices, not
     row views: a view costs an atomic reference count update in the loop."""
@@ -602,7 +586,7 @@ def _touch_rows(X, r0, r1):
     return t
 
 
-@_jit_reassoc()
+@_jit(reduce=True)
 def _row_sum(a, k, m):
     """sum(a[k, :m]) in float64 (re-associated: vectorised)."""
     t = 0.0
@@ -833,7 +817,7 @@ def mn_dense_hessp_ser(X, v2, proba, sw, sw_step, fit_intercept, gp, zb):
 _BIN_CHUNK = 128  # rows per chunk of the binomial kernel when it has no BLAS
 
 
-@_jit_reassoc()
+@_jit(reduce=True)
 def _dot1(X, i, w, d):
     """X[i] . w[:d] in float64, vectorised."""
     s = 0.0
