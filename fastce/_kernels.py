@@ -127,6 +127,31 @@ def _maxnum(typingctx, a, b):
     return sig, codegen
 
 
+@intrinsic
+def _times_pow2(typingctx, p, n):
+    """p * 2**n for a float p and an integral float n of the same type, as
+    two factors 2**(n >> 1) and 2**(n - (n >> 1)) built in the exponent field
+    (so that subnormal results and 2**128 / 2**1024 work), in integers of
+    the float's width: int32 for float32, so that a vector of 16 float32
+    lanes stays one vector (Numba's own integer arithmetic is int64)."""
+    if p != n or p not in (types.float32, types.float64):
+        return None
+    sig = p(p, n)
+
+    def codegen(context, builder, signature, args):
+        pv, nv = args
+        wide = pv.type == ir.DoubleType()
+        it = ir.IntType(64 if wide else 32)
+        bias, shift = (1023, 52) if wide else (127, 23)
+        ni = builder.fptosi(nv, it)
+        half = builder.ashr(ni, ir.Constant(it, 1))
+        f1 = builder.shl(builder.add(half, ir.Constant(it, bias)), ir.Constant(it, shift))
+        f2 = builder.shl(builder.add(builder.sub(ni, half), ir.Constant(it, bias)), ir.Constant(it, shift))
+        return builder.fmul(builder.fmul(pv, builder.bitcast(f1, pv.type)), builder.bitcast(f2, pv.type))
+
+    return sig, codegen
+
+
 def fexp(x):
     """exp(x) for a float32 or float64 scalar, vectorisable (Numba only)."""
     raise NotImplementedError("fexp is only callable from Numba-compiled code")
@@ -140,7 +165,9 @@ def flog(x):
 def _exp64(x):
     # exp(x) = 2**n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2], ln2 in two parts
     # (the high part has trailing zeros, so n * hi is exact); Taylor to r**13.
-    xc = min(max(x, -745.2), 709.8)
+    # The clamp needs no select after it: below -760 the two factors of 2**n
+    # round the result to 0, and exp(709.8) already overflows to inf.
+    xc = min(max(x, -760.0), 709.8)
     n = np.floor(xc * 1.4426950408889634 + 0.5)
     r = xc - n * 0.6931471803691238
     r = r - n * 1.9082149292705877e-10
@@ -158,20 +185,16 @@ def _exp64(x):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    ni = np.int64(n)
-    half = ni >> 1  # 2**n as two factors, so subnormal results and 2**1024 work
-    res = p * _bits_to_float((half + 1023) << 52) * _bits_to_float((ni - half + 1023) << 52)
-    res = 0.0 if x < -745.2 else res
-    res = np.inf if x > 709.8 else res
-    return x if x != x else res
+    return x if x != x else _times_pow2(p, n)
 
 
 _F32 = np.float32
 
 
 def _exp32(x):
-    # The same scheme in float32 arithmetic with Cephes' expf polynomial.
-    xc = min(max(x, _F32(-104.0)), _F32(88.8))
+    # The same scheme in float32 arithmetic with Cephes' expf polynomial
+    # (0 below -110, inf from 88.8 on, as in _exp64).
+    xc = min(max(x, _F32(-110.0)), _F32(88.8))
     n = np.floor(xc * _F32(1.44269504) + _F32(0.5))
     r = xc - n * _F32(0.693359375)
     r = r - n * _F32(-2.12194440e-4)
@@ -182,12 +205,7 @@ def _exp32(x):
     p = p * r + _F32(1.6666665459e-1)
     p = p * r + _F32(5.0000001201e-1)
     p = p * r * r + r + _F32(1.0)
-    ni = np.int64(n)
-    half = ni >> 1
-    res = p * _bits_to_float(np.int32((half + 127) << 23)) * _bits_to_float(np.int32((ni - half + 127) << 23))
-    res = _F32(0.0) if x < _F32(-104.0) else res
-    res = _F32(np.inf) if x > _F32(88.8) else res
-    return x if x != x else res
+    return x if x != x else _times_pow2(p, n)
 
 
 def _log_series(z, fe):

@@ -72,7 +72,7 @@ def vexp(x):
 
 
 def _exp64(x):
-    xc = min(max(x, -745.2), 709.8)
+    xc = min(max(x, -760.0), 709.8)
     n = np.floor(xc * 1.4426950408889634 + 0.5)
     r = xc - n * 0.6931471803691238
     r = r - n * 1.9082149292705877e-10
@@ -93,8 +93,6 @@ def _exp64(x):
     ni = np.int64(n)
     half = ni >> 1  # 2**n as two factors: subnormal results work
     res = p * _int64_bits_to_float64((half + 1023) << 52) * _int64_bits_to_float64((ni - half + 1023) << 52)
-    res = 0.0 if x < -745.2 else res
-    res = np.inf if x > 709.8 else res
     return x if x != x else res
 
 

@@ -57,6 +57,7 @@ def test_exp_whole_range(dtype):
     rng = np.random.default_rng(0)
     x = np.concatenate([
         np.linspace(lo, hi, 200_001),
+        np.linspace(lo - 20, lo, 20_001),  # across the clamp of the argument (-110 / -760): results 0
         rng.uniform(-1, 1, 100_000),
         rng.uniform(-1e-6, 1e-6, 1000),
         [0.0, -0.0, np.inf, -np.inf, np.nan, hi + 100, lo - 100, float(np.log(info.max))],
