@@ -78,3 +78,47 @@ class FirstCall:
 
     def timeraw_first_call(self, function, cache):
         return self._code(function, cache)
+
+
+_TRIVIAL_MODULE = """
+import numba
+
+@numba.njit(cache=True)
+def total(x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i]
+    return s
+"""
+
+
+class NumbaFloor:
+    """The same measurement for a trivial cached ``numba.njit`` function (a
+    loop summing a vector) in its own module: what any Numba-based package
+    pays on its first call in a fresh process, the reference for
+    ``FirstCall.timeraw_first_call(..., 'warm')``. The statement imports
+    Numba and the module and makes the first call; the cache is warm."""
+
+    timeout = 300
+    number = 1
+    repeat = (1, 5, 60.0)
+
+    def setup(self):
+        self.root = tempfile.mkdtemp(prefix="fastce-asv-numba-floor-")
+        with open(os.path.join(self.root, "fastce_asv_trivial.py"), "w") as fh:
+            fh.write(_TRIVIAL_MODULE)
+        stmt, setup = self.timeraw_first_call_trivial_njit()
+        subprocess.run([sys.executable, "-c", setup + "\n" + stmt], check=True)
+
+    def teardown(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def timeraw_first_call_trivial_njit(self):
+        setup = (
+            "import os, sys\n"
+            f"os.environ['NUMBA_CACHE_DIR'] = {os.path.join(self.root, 'cache')!r}\n"
+            f"sys.path.insert(0, {self.root!r})\n"
+            "import numpy as np\n"
+            "x = np.ones(1000)\n"
+        )
+        return "import fastce_asv_trivial\nfastce_asv_trivial.total(x)", setup
