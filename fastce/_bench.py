@@ -67,6 +67,7 @@ HELP = "time fastce against its peers and this machine's floors"
 
 KERNELS = ("cross_entropy", "binary_cross_entropy_with_logits", "logsumexp", "softmax", "log_softmax")
 _LOSSES = ("cross_entropy", "binary_cross_entropy_with_logits")
+_REUSABLE_OUT = ("softmax", "log_softmax")  # primitives timed also with out= (reused result array)
 PEERS = ("torch", "sklearn", "scipy")
 
 # Which peers do the same work as each fastce kernel.
@@ -555,12 +556,16 @@ def _implementation(kernel, peer, data, threads):
     the gradient is computed and discarded) or the output array (primitives).
     """
     x = data["x"]
-    if peer == "fastce, grad_out":
-        # the losses writing their gradient into one preallocated array, as a
+    if peer == "fastce, out":
+        # the losses writing their gradient (grad_out=), softmax and
+        # log_softmax their result (out=), into one preallocated array, as a
         # training loop would (no fresh pages for the kernel to fault in)
         import fastce
 
         grad = np.empty_like(x)
+        if kernel in _REUSABLE_OUT:
+            fn = getattr(fastce, kernel)
+            return (lambda: _numba_threads(threads)), lambda: fn(x, axis=-1, out=grad)
         if kernel == "cross_entropy":
             t = data["t"]
             return contextlib.nullcontext, lambda: fastce.cross_entropy(
@@ -783,7 +788,8 @@ def benchmark(size="quick", threads=None, dtypes=("float32", "float64"), kernels
 
     n_steps = 2 * len(threads)  # floors, before and after
     for kernel, shape in work:
-        n_steps += len(dtypes) * len(threads) * (1 + (kernel in _LOSSES) + sum(p in found for p in _KERNEL_PEERS[kernel]))
+        reused = kernel in _LOSSES or kernel in _REUSABLE_OUT
+        n_steps += len(dtypes) * len(threads) * (1 + reused + sum(p in found for p in _KERNEL_PEERS[kernel]))
     n_steps += len(sweep_shapes) * len(sweep_peers)
 
     results = {
@@ -837,10 +843,11 @@ def benchmark(size="quick", threads=None, dtypes=("float32", "float64"), kernels
                         }
                         del out
                         bar.advance()
-                    if kernel in _LOSSES:
-                        bar.step(f"{_LABELS[kernel]} {_fmt_shape(shape)} {dname} {n}t: fastce, grad_out")
-                        _, fn = _implementation(kernel, "fastce, grad_out", data, n)
-                        best = best_of(fn, repeat, budget=budget, min_time=spec["min_time"])[0]
+                    if kernel in _LOSSES or kernel in _REUSABLE_OUT:
+                        bar.step(f"{_LABELS[kernel]} {_fmt_shape(shape)} {dname} {n}t: fastce, out")
+                        enter, fn = _implementation(kernel, "fastce, out", data, n)
+                        with enter():
+                            best = best_of(fn, repeat, budget=budget, min_time=spec["min_time"])[0]
                         row["reused"] = {"time_s": best, "gb_per_s": nbytes / best / 1e9}
                         bar.advance()
                     fast = row["impl"]["fastce"]
@@ -906,7 +913,7 @@ def _ms(seconds):
 def _table_columns(results):
     peers = [p for p in PEERS if any(p in row["impl"] for row in results["rows"])]
     header = ["kernel", "shape", "dtype", "thr", "fastce ms", "GB/s", "floor ms", "bound", "x floor",
-              "grad_out ms", "grad_out x floor", "rel err vs f64"]  # fmt: skip
+              "out ms", "out x floor", "rel err vs f64"]  # fmt: skip
     header += [f"vs {p}" for p in peers]
     body = []
     for row in results["rows"]:
@@ -944,8 +951,9 @@ def _preamble(results):
         lines.append(f"warning: {len(beaten)} row(s) ran faster than their measured floor: the floors were measured "
                      "while the machine was busy (other processes on the cores); rerun on a quiet machine")  # fmt: skip
     lines.append("floor = max(bytes that must move / copy bandwidth, exp+log evaluations / exp throughput); "
-                 "'grad_out': the losses writing into one reused gradient array (a fresh one costs the kernel "
-                 "page faults; the copy floor writes into an existing array); "
+                 "'out': the losses' gradient (grad_out=) or the result of softmax/log_softmax (out=) "
+                 "written into one reused array (a fresh one costs the kernel page faults; the copy floor writes "
+                 "into an existing array); "
                  "'vs peer' = peer time / fastce time (>1: fastce faster); rel err: mean loss (losses) or "
                  "max|out-ref|/max|ref| (primitives) vs float64 NumPy on the same values; "
                  "scipy runs on 1 thread")  # fmt: skip

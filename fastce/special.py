@@ -46,6 +46,31 @@ def _expit_result_dtype(dtype):
     return np.dtype(np.float64)
 
 
+
+def _check_out(out, shape, dtype, name):
+    """The caller's ``out`` for a result of ``shape`` and ``dtype``: checked."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(
+            f"out must have the shape {shape} and dtype {dtype} of the result of {name}, "
+            f"got shape {out.shape} and dtype {out.dtype}"
+        )
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    return out
+
+
+def _direct_out(out, compute, *inputs):
+    """Whether the kernel can write into ``out`` itself: C-contiguous, native,
+    of the kernel's dtype and sharing no memory with the inputs (else the
+    result is computed into a new array and copied into ``out``, as NumPy's
+    ufuncs do when ``out`` overlaps an input)."""
+    return (
+        out.flags.c_contiguous and out.dtype == compute and out.dtype.isnative
+        and not any(np.may_share_memory(out, a) for a in inputs)
+    )  # fmt: skip
+
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     """Compute the log of the sum of exponentials of input elements.
 
@@ -187,18 +212,26 @@ def _segment_stats(x2, n_threads=None):
     return m, s, c, n_seg
 
 
-def _softmax_like(x, axis, name):
+def _softmax_like(x, axis, name, out=None):
     if _is_dask_collection(x):
+        if out is not None:
+            raise TypeError(f"out is not supported for Dask input of {name} (it returns a lazy Dask array)")
         from . import dask
 
         return dask._softmax_like(x, axis, name)
     arr = as_numeric_array(x, "x")
     out_dtype = _exp_result_dtype(arr.dtype)
+    if out is not None:
+        _check_out(out, arr.shape, out_dtype, name)
     compute = _kernel_dtype(out_dtype)
     if compute is None:
         import scipy.special
 
-        return getattr(scipy.special, name)(arr, axis=axis)
+        res = getattr(scipy.special, name)(arr, axis=axis)
+        if out is None:
+            return res
+        np.copyto(out, res)
+        return out
     scalar = arr.ndim == 0
     axes = normalize_axes(axis, arr.ndim)
     if scalar:
@@ -207,7 +240,9 @@ def _softmax_like(x, axis, name):
     if any(arr.shape[i] == 0 for i in axes):
         raise ValueError(f"{name} along an axis of length 0 is undefined (x has shape {arr.shape}, axis={axis})")
     x2, kept = to_rows(arr, axes, compute)
-    out2 = np.empty_like(x2)
+    trailing = tuple(axes) == tuple(range(arr.ndim - len(axes), arr.ndim))
+    direct = out is not None and trailing and _direct_out(out, compute, arr, x2)
+    out2 = out.reshape(x2.shape) if direct else np.empty_like(x2)
     if _split_rows(x2):
         log = name == "log_softmax"
         m, s, c, n_seg = _segment_stats(x2)
@@ -224,12 +259,17 @@ def _softmax_like(x, axis, name):
         else:
             block = 1
         run_kernel(K.softmax_rows_par, K.softmax_rows_ser, None, x2.size, x2, out2, name == "log_softmax", block)
-    out = from_rows(out2, arr.shape, axes)
-    out = np.ascontiguousarray(out, dtype=out_dtype)
-    return out.reshape(())[()] if scalar else out
+    if direct:
+        return out
+    res = from_rows(out2, arr.shape, axes)
+    if out is not None:
+        np.copyto(out, res.reshape(out.shape))
+        return out
+    res = np.ascontiguousarray(res, dtype=out_dtype)
+    return res.reshape(())[()] if scalar else res
 
 
-def softmax(x, axis=None):
+def softmax(x, axis=None, *, out=None):
     r"""Compute the softmax function.
 
     ``exp(x) / sum(exp(x))`` along `axis`, with the maximum subtracted first
@@ -241,13 +281,22 @@ def softmax(x, axis=None):
         Input array.
     axis : int or tuple of ints, default=None
         Axis to compute values along. ``None`` uses the entire array.
+    out : ndarray, optional
+        Array to write the result into (an extension: SciPy's ``softmax``
+        has no `out`), of the result's shape and dtype. A C-contiguous
+        `out` that shares no memory with `x` is written by the kernel
+        directly, with `axis` the last axis (or ``None``); otherwise the result
+        is computed into a new array and copied into `out`, so ``out=x``
+        works (as with NumPy's ufuncs). Reusing one `out` across calls saves
+        the page faults of a fresh result array, which on large inputs cost
+        about as much as the computation itself (see :doc:`/benchmarks`).
 
     Returns
     -------
     s : ndarray
         Same shape as `x`; sums to 1 along `axis`. The dtype is what NumPy's
         ``exp`` gives for ``x.dtype`` (float32 stays float32, int64 gives
-        float64).
+        float64). `out` itself when given.
 
     See Also
     --------
@@ -268,11 +317,16 @@ def softmax(x, axis=None):
     >>> softmax(np.array([[1.0, 2.0, 3.0], [1000.0, 1000.0, -np.inf]]), axis=1)
     array([[0.09003057, 0.24472847, 0.66524096],
            [0.5       , 0.5       , 0.        ]])
+    >>> buf = np.empty(3)
+    >>> softmax(np.array([0.0, 0.0, np.log(2.0)]), out=buf) is buf
+    True
+    >>> buf
+    array([0.25, 0.25, 0.5 ])
     """
-    return _softmax_like(x, axis, "softmax")
+    return _softmax_like(x, axis, "softmax", out)
 
 
-def log_softmax(x, axis=None):
+def log_softmax(x, axis=None, *, out=None):
     r"""Compute the logarithm of the softmax function.
 
     ``x - logsumexp(x, axis, keepdims=True)``, accurate where ``softmax``
@@ -284,11 +338,14 @@ def log_softmax(x, axis=None):
         Input array.
     axis : int or tuple of ints, default=None
         Axis to compute values along. ``None`` uses the entire array.
+    out : ndarray, optional
+        Array to write the result into, as for :func:`softmax`.
 
     Returns
     -------
     s : ndarray or scalar
-        Same shape as `x`; ``exp(s)`` sums to 1 along `axis`.
+        Same shape as `x`; ``exp(s)`` sums to 1 along `axis`. `out` itself
+        when given.
 
     See Also
     --------
@@ -301,11 +358,13 @@ def log_softmax(x, axis=None):
     >>> log_softmax(np.array([1000.0, 1.0]))
     array([   0., -999.])
     """
-    return _softmax_like(x, axis, "log_softmax")
+    return _softmax_like(x, axis, "log_softmax", out)
 
 
-def _elementwise(x, log, name):
+def _elementwise(x, log, name, out=None):
     if _is_dask_collection(x):
+        if out is not None:
+            raise TypeError(f"out is not supported for Dask input of {name} (it returns a lazy Dask array)")
         from . import dask
 
         return dask._elementwise(x, name)
@@ -313,30 +372,42 @@ def _elementwise(x, log, name):
     if arr.dtype.kind == "c":
         raise TypeError(f"{name} is defined for real input, got complex dtype {arr.dtype}")
     out_dtype = _expit_result_dtype(arr.dtype)
+    if out is not None:
+        _check_out(out, arr.shape, out_dtype, name)
     if _kernel_dtype(out_dtype) != out_dtype:
         import scipy.special
 
-        return (scipy.special.log_expit if log else scipy.special.expit)(arr)
+        return (scipy.special.log_expit if log else scipy.special.expit)(arr, out=out)
     flat = np.ascontiguousarray(arr, dtype=out_dtype).reshape(-1)
-    out = np.empty(arr.shape, dtype=out_dtype)
-    run_kernel(K.sigmoid_par, K.sigmoid_ser, None, flat.size, flat, out.reshape(-1), log, _ELEMENTWISE_BLOCK)
-    return out[()] if out.ndim == 0 else out
+    direct = out is not None and _direct_out(out, out_dtype, arr, flat)
+    res = out if direct else np.empty(arr.shape, dtype=out_dtype)
+    run_kernel(K.sigmoid_par, K.sigmoid_ser, None, flat.size, flat, res.reshape(-1), log, _ELEMENTWISE_BLOCK)
+    if out is not None:
+        if not direct:
+            np.copyto(out, res)
+        return out
+    return res[()] if res.ndim == 0 else res
 
 
-def sigmoid(x):
+def sigmoid(x, *, out=None):
     r"""Logistic sigmoid ``1 / (1 + exp(-x))``, elementwise (:func:`scipy.special.expit`).
 
     Parameters
     ----------
     x : array_like
         Real input.
+    out : ndarray, optional
+        Array to write the result into, of the result's shape and dtype (as
+        the `out` of the ufunc ``expit``). Written by the kernel directly
+        when C-contiguous and sharing no memory with `x`; otherwise through
+        a new array, so ``out=x`` works.
 
     Returns
     -------
     ndarray or scalar
         Same shape as `x`, in the dtype ``scipy.special.expit`` returns
         (float32 for float32, float64 for every other real dtype but long
-        double, which SciPy itself computes).
+        double, which SciPy itself computes). `out` itself when given.
 
     Notes
     -----
@@ -352,21 +423,24 @@ def sigmoid(x):
     >>> sigmoid(np.array([-1000.0, 0.0, 2.0]))
     array([0.        , 0.5       , 0.88079708])
     """
-    return _elementwise(x, False, "sigmoid")
+    return _elementwise(x, False, "sigmoid", out)
 
 
-def log_sigmoid(x):
+def log_sigmoid(x, *, out=None):
     r"""Logarithm of the logistic sigmoid, elementwise (:func:`scipy.special.log_expit`).
 
     Parameters
     ----------
     x : array_like
         Real input.
+    out : ndarray, optional
+        Array to write the result into, as for :func:`sigmoid`.
 
     Returns
     -------
     ndarray or scalar
         Same shape as `x`, in the dtype ``scipy.special.log_expit`` returns.
+        `out` itself when given.
 
     Notes
     -----
@@ -380,4 +454,4 @@ def log_sigmoid(x):
     >>> log_sigmoid(np.array([-1000.0, 0.0, 40.0]))
     array([-1.00000000e+03, -6.93147181e-01, -4.24835426e-18])
     """
-    return _elementwise(x, True, "log_sigmoid")
+    return _elementwise(x, True, "log_sigmoid", out)

@@ -64,8 +64,9 @@ def test_floors_are_positive_and_consistent(results):
         assert row["gb_per_s"] == pytest.approx(row["bytes"] / row["time_s"] / 1e9)
         for peer, speedup in row["speedup"].items():
             assert speedup == pytest.approx(row["impl"][peer]["time_s"] / row["time_s"])
-        # the losses are also timed writing into a reused gradient array
-        assert ("reused" in row) == (row["kernel"] in ("cross_entropy", "binary_cross_entropy_with_logits"))
+        # the losses (grad_out=), softmax and log_softmax (out=) are also timed writing into a reused array
+        reusable = ("cross_entropy", "binary_cross_entropy_with_logits", "softmax", "log_softmax")
+        assert ("reused" in row) == (row["kernel"] in reusable)
         if "reused" in row:
             reused = row["reused"]
             assert reused["time_s"] > 0 and reused["ratio_to_floor"] == pytest.approx(reused["time_s"] / row["floor_s"])

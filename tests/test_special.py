@@ -1303,3 +1303,86 @@ def test_few_long_rows_split_across_threads_vs_scipy(kind, dtype):
     flat = x[5]
     with np.errstate(all="ignore"):
         np.testing.assert_allclose(getattr(fastce, kind)(flat), getattr(sp, kind)(flat.astype(np.float64)), **tol)
+
+
+# --------------------------------------------------------------------------- out=
+
+OUT_KINDS = ["softmax", "log_softmax", "sigmoid", "log_sigmoid"]
+
+
+def _call(kind, x, axis, **kw):
+    return FUNCS[kind](x, **kw) if "sigmoid" in kind else FUNCS[kind](x, axis=axis, **kw)
+
+
+def _scipy(kind, x, axis):
+    return SCIPY[kind](x) if "sigmoid" in kind else SCIPY[kind](x, axis=axis)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int32"])
+@pytest.mark.parametrize("shape, axis", [((), None), ((7,), None), ((40, 9), -1), ((40, 9), 0), ((3, 4, 600), (1, 2)),
+                                         ((5, 300), None)], ids=_id)  # fmt: skip
+@pytest.mark.parametrize("kind", OUT_KINDS)
+def test_out_is_written_and_returned(kind, shape, axis, dtype):
+    rng = np.random.default_rng(_seed("out", kind, shape, str(axis), dtype))
+    x = make_input(rng, shape, dtype)
+    out_dtype = np.asarray(_scipy(kind, x, axis)).dtype
+    ref = _scipy(kind, x.astype(np.float64) if x.dtype == np.float16 else x, axis)  # SciPy in float16 is the coarser
+    out = np.full(np.shape(ref), np.nan, dtype=out_dtype)
+    res = _call(kind, x, axis, out=out)
+    assert res is out
+    assert_close(out, ref, *tolerances(kind, out.dtype, x))
+    # the values of the call without out, to the last bit or two: a loop may run
+    # its scalar version for some placements of the arrays in memory (numerics.rst)
+    np.testing.assert_allclose(out, np.asarray(_call(kind, x, axis)), rtol=4 * np.finfo(out_dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("kind", OUT_KINDS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_out_overlapping_or_strided_vs_scipy(kind, dtype):
+    """out=x (in place), out overlapping x with an offset and a strided out
+    give SciPy's result on the original input, as NumPy's ufuncs do."""
+    rng = np.random.default_rng(_seed("overlap", kind, dtype))
+    axis = -1
+    x = make_input(rng, (64, 33), dtype)
+    ref = _scipy(kind, x, axis)
+    rtol, atol = tolerances(kind, x.dtype, x)
+    inplace = x.copy()
+    assert _call(kind, inplace, axis, out=inplace) is inplace
+    assert_close(inplace, ref, rtol, atol)
+    buf = np.concatenate([x.ravel(), np.zeros(33, dtype=dtype)])
+    shifted_in, shifted_out = buf[:-33].reshape(64, 33), buf[33:].reshape(64, 33)
+    _call(kind, shifted_in, axis, out=shifted_out)
+    assert_close(shifted_out, ref, rtol, atol)
+    wide = np.zeros((64, 66), dtype=dtype)
+    _call(kind, x, axis, out=wide[:, ::2])
+    assert_close(wide[:, ::2], ref, rtol, atol)
+    assert not wide[:, 1::2].any()
+    fortran = np.asfortranarray(np.zeros((64, 33), dtype=dtype))
+    _call(kind, x, axis, out=fortran)
+    assert_close(fortran, ref, rtol, atol)
+
+
+@pytest.mark.parametrize("kind", OUT_KINDS)
+def test_out_bad_arguments(kind):
+    x = np.ones((4, 5))
+    with pytest.raises(TypeError, match="out must be a NumPy array"):
+        _call(kind, x, -1, out=[[0.0] * 5] * 4)
+    with pytest.raises(ValueError, match=r"out must have the shape \(4, 5\) and dtype float64"):
+        _call(kind, x, -1, out=np.empty((5, 4)))
+    with pytest.raises(ValueError, match="out must have the shape"):
+        _call(kind, x, -1, out=np.empty((4, 5), dtype=np.float32))
+    readonly = np.empty((4, 5))
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be writeable"):
+        _call(kind, x, -1, out=readonly)
+    x_before = x.copy()
+    with pytest.raises(ValueError):
+        _call(kind, x, -1, out=np.empty(3))
+    np.testing.assert_array_equal(x, x_before)
+
+
+@pytest.mark.parametrize("kind", OUT_KINDS)
+def test_out_with_dask_input_raises(kind):
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(TypeError, match="out is not supported for Dask input"):
+        _call(kind, da.ones((4, 5), chunks=2), -1, out=np.empty((4, 5)))
