@@ -52,6 +52,47 @@ class LogSoftmax(_TimePrimitive):
     kernel = "log_softmax"
 
 
+class _TimePrimitiveOut:
+    """fastce writing its result into one array allocated in ``setup``
+    (``out=``): the kernel without the page faults of a fresh result array,
+    which ``time_last_axis`` pays (as do the peers)."""
+
+    kernel = None
+    params = [common.PRIMITIVE_SHAPES, list(common.DTYPES), common.THREADS]
+    param_names = ["shape", "dtype", "threads"]
+    timeout = 300
+
+    def setup(self, shape, dtype, threads):
+        import fastce
+
+        common.require_threads(threads)
+        if "out" not in getattr(fastce, self.kernel).__code__.co_varnames:
+            common.skip(f"this version of fastce.{self.kernel} has no out=")
+        self.previous = common.set_numba_threads(threads)
+        self.x = common.logits(shape, dtype)
+        self.out = self.x.copy()
+        self.fn = getattr(fastce, self.kernel)
+        self.fn(self.x, axis=-1, out=self.out)  # JIT warm-up
+
+    def teardown(self, *params):
+        previous = getattr(self, "previous", None)
+        if previous is not None:
+            common.set_numba_threads(previous)
+        self.__dict__.pop("x", None)
+        self.__dict__.pop("out", None)
+
+    def time_last_axis_out(self, shape, dtype, threads):
+        self.fn(self.x, axis=-1, out=self.out)
+
+
+class SoftmaxOut(_TimePrimitiveOut):
+    kernel = "softmax"
+
+
+class LogSoftmaxOut(_TimePrimitiveOut):
+    kernel = "log_softmax"
+
+
 class _PeakMemPrimitive(_Primitive):
     # One thread: the peak does not depend on the thread count, and scipy runs on one.
     params = [common.PRIMITIVE_SHAPES, list(common.DTYPES), common.PRIMITIVE_PEERS]
