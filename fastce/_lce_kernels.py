@@ -48,22 +48,6 @@ ROWS_PER_TASK = 4
 
 
 @intrinsic
-def _bits_to_float(typingctx, x):
-    """Reinterpret an int64 (int32) as the float64 (float32) with those bits."""
-    if x == types.int64:
-        sig, llty = types.float64(types.int64), ir.DoubleType()
-    elif x == types.int32:
-        sig, llty = types.float32(types.int32), ir.FloatType()
-    else:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llty)
-
-    return sig, codegen
-
-
-@intrinsic
 def _maxnum(typingctx, a, b):
     """``llvm.maxnum``: the larger of two floats, the other one if either is NaN
     (vectorised by LLVM as a reduction, unlike a compare-and-select)."""
