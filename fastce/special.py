@@ -46,7 +46,6 @@ def _expit_result_dtype(dtype):
     return np.dtype(np.float64)
 
 
-
 def _check_out(out, shape, dtype, name):
     """The caller's ``out`` for a result of ``shape`` and ``dtype``: checked."""
     if not isinstance(out, np.ndarray):
@@ -70,6 +69,7 @@ def _direct_out(out, compute, *inputs):
         out.flags.c_contiguous and out.dtype == compute and out.dtype.isnative
         and not any(np.may_share_memory(out, a) for a in inputs)
     )  # fmt: skip
+
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     """Compute the log of the sum of exponentials of input elements.
