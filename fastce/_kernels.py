@@ -1337,15 +1337,15 @@ def _lse_tiles(j, x, return_sign, out, sgn, block):
         _tile_in(x3, r, 0, nb, T)
         _tile_max(T, nb, M)
         _tile_exp(T, nb, M, F)
-        if _lanes_max(F, 2, nb) == 1.0:
+        if _row_max(F[2, :nb]) == 1.0:
             # no lane has a tie at its maximum: log1p(s / 1) + log(1) is log1p(s) exactly
             for i in range(nb):
                 F[0, i] = flog1p(F[1, i]) + np.float64(M[i])
         else:
             for i in range(nb):
                 F[0, i] = flog1p(F[1, i] / F[2, i]) + flog(F[2, i]) + np.float64(M[i])
-        _lanes_to(F, 0, nb, out, r)
         for i in range(nb):
+            out[r + i] = F[0, i]
             sgn[r + i] = 1.0
         if not _lanes_finite(F, 0, nb):
             for i in range(nb):
@@ -1355,30 +1355,12 @@ def _lse_tiles(j, x, return_sign, out, sgn, block):
 
 
 @_jit(reduce=True)
-def _lanes_max(F, q, nb):
-    """Largest of F[q, :nb] (NaN skipped)."""
-    m = F[q, 0]
-    for i in range(1, nb):
-        m = _maxnum(m, F[q, i])
-    return m
-
-
-@_jit(reduce=True)
 def _lanes_finite(F, q, nb):
     """Whether F[q, :nb] is all finite (its sum times 0 is 0 only then)."""
     s = 0.0
     for i in range(nb):
         s += F[q, i] * 0.0
     return s == 0.0
-
-
-@_jit()
-def _lanes_to(F, q, nb, out, r):
-    """out[r:r + nb] = F[q, :nb], rounded to out's dtype (indexed: a view
-    of out would cost the atomic reference counting described above
-    _tile_in)."""
-    for i in range(nb):
-        out[r + i] = F[q, i]
 
 
 @_jit()

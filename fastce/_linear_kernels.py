@@ -21,7 +21,6 @@ file, because Numba's cache is keyed on the kernel's file.
 
 import math
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
