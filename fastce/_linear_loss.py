@@ -111,6 +111,16 @@ def _chunk_rows(n_classes, n_features):
     return rows - rows % 8 if rows >= _MIN_CHUNK else 0
 
 
+# The chunks of the binomial single pass: at most 512 KiB of X, so that the
+# chunk is still in the core's L2 cache when X_c^T g reads it again.
+_BIN_CHUNK_BYTES = 1 << 19
+
+
+def _bin_chunk_rows(n_features, itemsize):
+    rows = min(LK._CHUNK, _BIN_CHUNK_BYTES // max(1, n_features * itemsize))
+    return max(_MIN_CHUNK, rows - rows % 8)
+
+
 _DGEMM = []
 
 
@@ -151,11 +161,11 @@ class LinearLoss:
         ``None``: when the shape is past the measured crossover
         (``_LCE_CROSSOVER``).
     blas_chunks : bool or None, default=None
-        On the single-pass path (dense float64 ``X``, ``n_classes *
-        n_features <= 16384``, ``n_features`` for the binomial model), compute
-        with BLAS on chunks of rows both products of the multinomial
-        objective and gradient, and of its Hessian products, and the
-        gradient's product of the binomial model. ``None``: wherever possible.
+        On the single-pass path of the multinomial model (dense float64
+        ``X``, ``n_classes * n_features <= 16384``), compute with BLAS on
+        chunks of rows both products of the objective and gradient, and of
+        the Hessian products. ``None``: wherever possible. (The binomial
+        model's single pass goes by chunks without BLAS.)
 
     Notes
     -----
@@ -196,15 +206,15 @@ class LinearLoss:
         k = self.n_classes if self.multinomial else 1
         # (the kernels pass BLAS its integers and characters in little-endian int64s)
         chunks_ok = (
-            self.single_pass and self.dtype == np.float64 and d > 0 and _chunk_rows(k, d) > 0
+            self.single_pass and self.multinomial and self.dtype == np.float64 and d > 0 and _chunk_rows(k, d) > 0
             and sys.byteorder == "little"
         )  # fmt: skip
         if blas_chunks is None:
             blas_chunks = chunks_ok
         elif blas_chunks and not chunks_ok:
             raise ValueError(
-                "blas_chunks needs the single-pass path, a dense float64 X with columns"
-                f" and n_classes * n_features <= {_SERIAL_GEMM_MNK // _MIN_CHUNK} (n_features for two classes)"
+                "blas_chunks needs the single-pass path, the multinomial model, a dense float64 X with columns"
+                f" and n_classes * n_features <= {_SERIAL_GEMM_MNK // _MIN_CHUNK}"
             )
         self.blas_chunks = bool(blas_chunks)
         self.keep_hessian = False
@@ -225,25 +235,25 @@ class LinearLoss:
             nb = max(1, min(_MAX_BLOCKS, -(-n // _MIN_BLOCK_ROWS)))
             self._lp = np.empty(nb)
             self._gp = np.empty((nb, k, d + 1) if self.multinomial else (nb, d + 1))
-            # scratch per block of the kernels that go by groups of rows (all but the
-            # multinomial BLAS chunks): logits and gradients of a group (binomial: one of them)
-            if not (self.multinomial and self.blas_chunks):
-                self._zb = np.empty((nb, 2, LK._GROUP, k)) if self.multinomial else np.empty((nb, LK._GROUP))
+            # scratch per block of the multinomial kernels that go by groups of rows
+            # (without the BLAS chunks): logits and gradients of a group
+            if self.multinomial and not self.blas_chunks:
+                self._zb = np.empty((nb, 2, LK._GROUP, k))
             # probabilities (multinomial, X's dtype) or curvatures (binomial) for the Hessian
             self._h = None
             self._h_shape, self._h_dtype = rows, (self.dtype if self.multinomial else np.float64)
             self._h_unused = np.empty((1, k) if self.multinomial else 1, dtype=self._h_dtype)
-            # BLAS's arguments: gemm's integers, alpha and beta, gemm (0: no BLAS)
-            blas = (np.empty((nb, 8), dtype=np.int64), np.array([1.0, 0.0]), _dgemm_address() if self.blas_chunks else 0)
-            c = _chunk_rows(k, d) if self.blas_chunks else LK._BIN_CHUNK
             if self.multinomial and self.blas_chunks:
-                # per block: Z^T / G^T of a chunk, per-row scratch, arg max, Z
+                # per block: Z^T / G^T of a chunk, per-row scratch, arg max, Z; then
+                # BLAS's arguments: gemm's integers, alpha and beta, gemm
+                c = _chunk_rows(k, d)
                 self._chunk_bufs = (
                     np.empty((nb, k, c)), np.empty((nb, 6, c)), np.empty((nb, c), dtype=np.intp), np.empty((nb, c, k)),
-                ) + blas  # fmt: skip
+                    np.empty((nb, 8), dtype=np.int64), np.array([1.0, 0.0]), _dgemm_address(),
+                )  # fmt: skip
             elif not self.multinomial:
                 # per block: logits, gradients, losses, weights, curvatures of a chunk of rows
-                self._chunk_bufs = (np.empty((nb, 5, c)),) + blas
+                self._chunk_bufs = (np.empty((nb, 5, _bin_chunk_rows(d, self.dtype.itemsize))),)
         else:
             # the loss functions' weights: float64 for cross_entropy, X's dtype for BCE
             self._sw = None
@@ -496,7 +506,7 @@ class LinearLoss:
             else:
                 self._run(
                     LK.bin_dense_hessp_par, LK.bin_dense_hessp_ser, self.X.size,
-                    self.X, v2, self._h, self.fit_intercept, self._gp, self._zb,
+                    self.X, v2, self._h, self.fit_intercept, self._gp, *self._chunk_bufs,
                 )  # fmt: skip
             self._reduce_gp(out)
         else:

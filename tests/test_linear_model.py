@@ -301,8 +301,8 @@ def _losses(X, y, sw, n_classes, fit_intercept, l2):
         "csc": LinearLoss(sp.csc_matrix(X), y, sw, n_classes=n_classes, fit_intercept=fit_intercept, l2_reg_strength=l2),
     }
     assert out["single_pass"].single_pass and not out["blas"].single_pass and not out["csr"].single_pass
-    # float64: the single pass's products go through BLAS by chunks; the kernels without BLAS too
-    chunks = X.dtype == np.float64
+    # multinomial, float64: the single pass's products go through BLAS by chunks; the kernels without BLAS too
+    chunks = X.dtype == np.float64 and n_classes > 2
     assert out["single_pass"].blas_chunks == chunks
     if chunks:
         out["single_pass_kernels"] = LinearLoss(
@@ -339,34 +339,37 @@ def test_gradient_and_hessp_finite_differences(n_classes, fit_intercept, weighte
 
 
 def test_blas_chunks_choice():
-    # the BLAS chunks serve dense float64 X while a chunk of 16 rows keeps
-    # each product within OpenBLAS's one-thread size
+    # the BLAS chunks serve the multinomial model on dense float64 X while a
+    # chunk of 16 rows keeps each product within OpenBLAS's one-thread size
     kw = dict(fit_intercept=True, l2_reg_strength=0.1)
     y = np.arange(20) % 3
     assert LinearLoss(np.zeros((20, 5)), y, None, n_classes=3, **kw).blas_chunks
     assert LinearLoss(np.zeros((20, 5000)), y, None, n_classes=3, **kw).blas_chunks  # 15,000 <= 16,384
     assert not LinearLoss(np.zeros((20, 5000)), y, None, n_classes=4, **kw).blas_chunks
     assert not LinearLoss(np.zeros((20, 5), np.float32), y, None, n_classes=3, **kw).blas_chunks
-    assert LinearLoss(np.zeros((20, 16000)), y % 2, None, n_classes=2, **kw).blas_chunks
-    assert not LinearLoss(np.zeros((20, 17000)), y % 2, None, n_classes=2, **kw).blas_chunks
+    assert not LinearLoss(np.zeros((20, 5)), y % 2, None, n_classes=2, **kw).blas_chunks
     assert not LinearLoss(np.zeros((20, 0)), y, None, n_classes=3, **kw).blas_chunks
     assert not LinearLoss(sp.csr_matrix(np.ones((20, 5))), y, None, n_classes=3, **kw).blas_chunks
-    for X, k in [(np.zeros((20, 5000)), 4), (np.zeros((20, 5), np.float32), 3), (np.zeros((20, 0)), 3)]:
+    bad = [(np.zeros((20, 5000)), 4), (np.zeros((20, 5), np.float32), 3), (np.zeros((20, 0)), 3), (np.zeros((20, 5)), 2)]
+    for X, k in bad:
         with pytest.raises(ValueError, match="blas_chunks needs"):
             LinearLoss(X, y % k, None, n_classes=k, blas_chunks=True, **kw)
 
 
 @pytest.mark.parametrize(
-    "n, dtype",
+    "n, d, dtype",
     [
-        (3000, np.float32),
-        # blocks of 312 rows: BLAS chunks of 256 and a ragged one of 56
-        (40_000, np.float64),
+        (3000, 12, np.float32),
+        # blocks of 312 rows: chunks of 256 and a ragged one of 56
+        (40_000, 12, np.float64),
+        # the binomial gradient's X_c^T g in panels of 64 columns and a ragged one
+        (2000, 71, np.float32),
+        (2000, 136, np.float64),
     ],
 )
-def test_code_paths_agree(n, dtype):
+def test_code_paths_agree(n, d, dtype):
     rng = np.random.default_rng(5)
-    X = rng.normal(size=(n, 12)).astype(dtype)
+    X = rng.normal(size=(n, d)).astype(dtype)
     for n_classes in (2, 3):
         y = rng.integers(0, n_classes, size=n)
         losses = _losses(X, y, rng.uniform(0, 1, n), n_classes, True, 0.01)
@@ -462,6 +465,25 @@ def test_parity_through_linear_cross_entropy(monkeypatch, solver):
     assert_parity(est, reference(name, weights, True), X, y, 1.0, sw, cw)
     # lbfgs evaluates there; newton-cg keeps the Hessian's data, on the single pass
     assert (len(calls) > 10) if solver == "lbfgs" else not calls
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_xt_dot_against_numpy(dtype):
+    # X[r0 : r0 + m]^T v added to out[:d], in panels of 64 columns (8 vectors
+    # of 8, the last one masked): every panel width, out[d:] untouched
+    from fastce import _linear_kernels as LK
+
+    rng = np.random.default_rng(11)
+    for d in (1, 7, 8, 9, 50, 63, 64, 65, 100, 130, 200):
+        X = rng.normal(size=(300, d)).astype(dtype)
+        v = rng.normal(size=300)
+        for r0, m in ((0, 300), (5, 0), (17, 1), (40, 256)):
+            out = rng.normal(size=d + 3)
+            expected = out.copy()
+            expected[:d] += X[r0 : r0 + m].astype(np.float64).T @ v[:m]
+            LK._xt_dot(X, r0, m, v, out)
+            assert_allclose(out[:d], expected[:d], rtol=1e-13, atol=1e-13, err_msg=f"d={d} r0={r0} m={m}")
+            assert_array_equal(out[d:], expected[d:])
 
 
 def test_vexp_matches_numpy():
