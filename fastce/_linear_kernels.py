@@ -814,8 +814,8 @@ def mn_dense_hessp_ser(X, v2, proba, sw, sw_step, fit_intercept, gp, zb):
 
 # X_c^T v for a chunk of rows in cache, the columns in panels of 64: for
 # each panel, one pass over the chunk's rows with the panel's sums in (up
-# to) eight vector registers (a vector FMA per 8 columns and row; the last vector's
-# loads masked). Per row of 50 columns, one core, in cache: 3.7 ns, against
+# to) eight vector registers (a vector FMA per 8 columns and row; the last
+# vector's loads masked). Per row of 50 columns, one core, in cache: 3.7 ns, against
 # 6.0-6.2 ns for OpenBLAS's dgemm (which packs X_c first), 7.1 ns for its
 # dgemv and 11.6 ns for Numba's loop (d partial sums loaded and stored per
 # row); 1.5 against 2.4 ns at 20 columns, 105 against 123 ns at 1,000.
