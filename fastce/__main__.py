@@ -119,10 +119,13 @@ def demo(args):
         console.print(table)
         best = min(rows[2:], key=lambda r: r["seconds"])
         gap = (best["objective"] - sk["objective"]) / sk["objective"]
+        if gap == 0.0:
+            same = "its final objective is the same, bit for bit"
+        else:
+            same = f"its final objective is {'lower' if gap < 0 else 'higher'} by {abs(gap):.1e} (relative)"
         summary.append(
             f"{problem.split(' (')[0]}: {best['label']} is {sk['seconds'] / best['seconds']:.1f}x faster than "
-            f"scikit-learn's faster setting; its final objective is {'lower' if gap <= 0 else 'higher'} by "
-            f"{abs(gap):.1e} (relative)"
+            f"scikit-learn's faster setting; {same}"
         )
     console.print(
         "speed-up = the faster scikit-learn time / this fit time (one run each; benchmarks/compare_logistic.py "

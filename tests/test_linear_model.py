@@ -803,6 +803,10 @@ def test_demo_runs(capsys):
     out = capsys.readouterr().out
     assert "digits" in out and "synthetic 20,000 x 20" in out
     assert "fastce lbfgs" in out and "final objective" in out
+    # the summary says "the same" for equal objectives, not "lower by 0.0e+00"
+    # (whitespace collapsed: the console may wrap the lines)
+    flat = " ".join(out.split())
+    assert flat.count("faster setting; its final objective is") == 2 and "by 0.0e+00" not in flat
 
 
 def test_demo_without_rich(monkeypatch, capsys):
