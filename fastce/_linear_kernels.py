@@ -870,11 +870,15 @@ def _xt_panel(typingctx, X, r0, m, c0, v, out):
         nc = builder.sub(d, c0_v)
         nc = builder.select(builder.icmp_signed("<", nc, ir.Constant(i64, _PANEL)), nc, ir.Constant(i64, _PANEL))
         nblk = builder.udiv(builder.add(nc, ir.Constant(i64, 7)), ir.Constant(i64, 8))
+
+        def splat(value):  # the vector of 8 copies of a scalar
+            vec = ir.Constant(ir.VectorType(value.type, 8), ir.Undefined)
+            vec = builder.insert_element(vec, value, ir.Constant(i32, 0))
+            return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+
         # lanes of the last vector: q < nc - 8 (nblk - 1)
         tail = builder.sub(nc, builder.mul(builder.sub(nblk, ir.Constant(i64, 1)), ir.Constant(i64, 8)))
-        tailv = builder.insert_element(ir.Constant(ir.VectorType(i64, 8), ir.Undefined), tail, ir.Constant(i32, 0))
-        tailv = builder.shuffle_vector(tailv, tailv, ir.Constant(ir.VectorType(i32, 8), [0] * 8))
-        tmask = builder.icmp_signed("<", ir.Constant(ir.VectorType(i64, 8), list(range(8))), tailv)
+        tmask = builder.icmp_signed("<", ir.Constant(ir.VectorType(i64, 8), list(range(8))), splat(tail))
         full = ir.Constant(m8, [1] * 8)
         zero8 = ir.Constant(v8, [0.0] * 8)
         zerox = ir.Constant(x8, [0.0] * 8)
@@ -893,9 +897,7 @@ def _xt_panel(typingctx, X, r0, m, c0, v, out):
             builder.position_at_end(loop)
             r = builder.phi(i64)
             accs = [builder.phi(v8) for _ in range(nb)]
-            vr = builder.load(builder.gep(va.data, [r]))
-            vb = builder.insert_element(ir.Constant(v8, ir.Undefined), vr, ir.Constant(i32, 0))
-            vb = builder.shuffle_vector(vb, vb, ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+            vb = splat(builder.load(builder.gep(va.data, [r])))
             row = builder.gep(x0, [builder.mul(r, d)])
             new = []
             for k in range(nb):
