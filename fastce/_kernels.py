@@ -903,7 +903,8 @@ def sigmoid_ser(x, out, log, block):
 # elements at a time, so rows of 50-64 elements ran scalar.
 TILE_MAX_BYTES = 512
 LANES = 64
-TILE_SCRATCH = 9  # rows of the float64 per-lane scratch F of the tile functions
+TILE_SCRATCH = 10  # rows of the float64 per-lane scratch F of the tile functions
+TILE_GRAD_SCRATCH = 7  # rows of the per-lane scratch G of _ce_index_tile, in the tile's dtype
 
 
 @_jit()
@@ -1172,75 +1173,119 @@ def _tile_max(T, nb, M):
 
 
 @_jit()
-def _tile_exp(T, nb, M, F):
-    """Per lane, F[1, i] = S and F[2, i] = Cnt as in _row_exp_sum; T
-    becomes exp(T - M)."""
+def _tile_exp(T, nb, M, F, E):
+    """Per lane, F[1, i] = S and F[2, i] = Cnt as in _row_exp_sum, and
+    E = exp(T - M) (E must not be T).
+
+    For a float32 tile, two loops: the exponentials alone in float32 (all
+    16 lanes of a vector), then the float64 sums, which read T again for
+    the test against the maximum; one loop with the float32 exponentials
+    and the float64 sums ran 8 lanes at a time with conversions. A float64
+    tile takes one loop."""
     for i in range(nb):
         F[1, i] = 0.0
         F[2, i] = 0.0
-    for k in range(T.shape[0]):
-        for i in range(nb):
-            v = T[k, i]
-            e = fexp(v - M[i])
-            T[k, i] = e
-            eq = v == M[i]
-            F[1, i] += 0.0 if eq else np.float64(e)
-            F[2, i] += 1.0 if eq else 0.0
+    if T.itemsize == 4:
+        for k in range(T.shape[0]):
+            for i in range(nb):
+                E[k, i] = fexp(T[k, i] - M[i])
+        for k in range(T.shape[0]):
+            for i in range(nb):
+                eq = T[k, i] == M[i]
+                e = np.float64(E[k, i])
+                F[1, i] += 0.0 if eq else e
+                F[2, i] += 1.0 if eq else 0.0
+    else:
+        for k in range(T.shape[0]):
+            for i in range(nb):
+                v = T[k, i]
+                e = fexp(v - M[i])
+                E[k, i] = e
+                eq = v == M[i]
+                F[1, i] += 0.0 if eq else np.float64(e)
+                F[2, i] += 1.0 if eq else 0.0
 
 
 @_jit()
-def _ce_index_tile(T, nb, t, r, sw, sw_step, w, wsum, ignore_index, eps, scale, need_grad, M, F):
+def _ce_index_tile(T, nb, t, r, sw, sw_step, w, wt, wsum, ignore_index, eps, scale, need_grad, M, F, G, E):
     """Loss (into F[0, :nb]) and, with ``need_grad``, gradient (into T) of
     the ``nb`` rows from row ``r`` (targets t[r:], sample weights
     sw[r * sw_step:]) held as the columns of the tile T. ``F`` is float64
-    scratch of shape (TILE_SCRATCH, LANES), ``M`` scratch of the tile's dtype."""
+    scratch of shape (TILE_SCRATCH, LANES); ``M``, ``G`` (TILE_GRAD_SCRATCH,
+    LANES) and ``E`` (the shape of T) scratch of the tile's dtype, and ``wt``
+    the class weights ``w`` in it.
+
+    The target class of each lane is held as a float (-1 where the row is
+    ignored), and every access to the target's entry is a select on
+    ``target == k`` in a loop over the classes: LLVM vectorises these loops
+    across the lanes, where T[t[r + i], i] ran one lane at a time. The
+    gradient loop runs in the tile's dtype (per-lane factors in G), so that
+    a float32 tile takes 16 lanes per vector without conversions."""
     n_classes = T.shape[0]
-    # rows of F: 0 loss, 1 S, 2 Cnt, 3 x_y, 4 w_y, 5 sum of w (M - x), 6 A, 7 CS, 8 valid
+    zero = T.dtype.type(0.0)
+    # rows of F: 0 loss, 1 S, 2 Cnt, 4 w_y, 5 sum of w (M - x), 7 sample weight, 8 valid, 9 target
+    # rows of G: 0 A, 1 CS, 2 the target's gradient where it holds the maximum, 3 (1 there, else 0),
+    # 4 the target's subtrahend otherwise, 5 target (-1 where ignored), 6 x_y
     for i in range(nb):
         yi = t[r + i]
         valid = yi != ignore_index
-        yy = yi if valid else 0
-        F[3, i] = T[yy, i]
-        F[4, i] = w[yy]
+        F[9, i] = np.float64(yi) if valid else -1.0
+        F[4, i] = w[yi if valid else 0]
+    if sw_step == 0:  # two loops rather than one load sw[(r + i) * sw_step], which LLVM leaves scalar
+        for i in range(nb):
+            F[7, i] = sw[0]
+    else:
+        for i in range(nb):
+            F[7, i] = sw[r + i]
+    for i in range(nb):
+        G[5, i] = F[9, i]
+        G[6, i] = zero
         F[5, i] = 0.0
-        F[8, i] = 1.0 if valid else 0.0
+        F[8, i] = 1.0 if F[9, i] >= 0.0 else 0.0
+    for k in range(n_classes):
+        for i in range(nb):
+            # the load before the select: a load under a condition keeps LLVM from vectorising
+            v = T[k, i]
+            x_y = G[6, i]
+            G[6, i] = v if G[5, i] == k else x_y
     _tile_max(T, nb, M)
     if eps > 0.0:
         for k in range(n_classes):
             wk = w[k]
             for i in range(nb):
                 F[5, i] += wk * np.float64(M[i] - T[k, i])
-    _tile_exp(T, nb, M, F)
+    _tile_exp(T, nb, M, F, E)
     epsk = eps / n_classes
-    for i in range(nb):  # the lanes' sample weights, contiguous in F[7] (filled below, after its last read)
-        F[7, i] = sw[(r + i) * sw_step]
     for i in range(nb):
         sp = F[1, i] + (F[2, i] - 1.0)
         coef = (1.0 - eps) * F[4, i]
         full = coef + epsk * wsum
         rw = F[7, i]
-        value = rw * (coef * np.float64(M[i] - F[3, i]) + epsk * F[5, i] + full * flog1p(sp))
+        rs = scale * rw
+        value = rw * (coef * (np.float64(M[i]) - np.float64(G[6, i])) + epsk * F[5, i] + full * flog1p(sp))
         F[0, i] = value if F[8, i] != 0.0 else 0.0
-        F[6, i] = scale * rw * full / (1.0 + sp)
-        F[7, i] = scale * rw * epsk
-        F[1, i] = sp
+        G[0, i] = rs * full / (1.0 + sp)
+        G[1, i] = rs * epsk
+        # p_y - 1 = -sp / (1 + sp) where the target holds the maximum: no cancellation as p_y -> 1
+        G[2, i] = rs * (-(1.0 - eps) * F[4, i] * sp + epsk * (wsum - F[4, i] * (1.0 + sp))) / (1.0 + sp)
+        G[3, i] = 1.0 if G[6, i] == M[i] else 0.0
+        G[4, i] = rs * coef
     if need_grad:
         for k in range(n_classes):
-            wk = w[k]
+            wk = wt[k]
             for i in range(nb):
-                gk = F[6, i] * T[k, i] - F[7, i] * wk
-                T[k, i] = gk if F[8, i] != 0.0 else 0.0
-        for i in range(nb):
-            yi = t[r + i]
-            if yi != ignore_index:
-                rs = scale * sw[(r + i) * sw_step]
-                T[yi, i] = _target_grad(F[3, i] == M[i], T[yi, i], F[1, i], F[4, i], wsum, eps, n_classes, rs)
+                gk = G[0, i] * E[k, i] - G[1, i] * wk
+                g_max = G[2, i]
+                g_other = gk - G[4, i]
+                gy = g_max if G[3, i] != zero else g_other
+                gk = gy if G[5, i] == k else gk
+                T[k, i] = gk if G[5, i] >= zero else zero
 
 
 @_jit()
-def _ce_prob_tile(T, TT, nb, sw, r, sw_step, w, eps, scale, need_grad, M, F):
+def _ce_prob_tile(T, TT, nb, sw, r, sw_step, w, eps, scale, need_grad, M, F, E):
     """Probability-target version of :func:`_ce_index_tile`; TT holds the
-    targets of the lanes."""
+    targets of the lanes, E scratch of the shape of T."""
     n_classes = T.shape[0]
     # rows of F: 0 loss, 1 S, 2 Cnt, 3 PART, 4 TOT, 5 A
     keep = 1.0 - eps
@@ -1255,7 +1300,7 @@ def _ce_prob_tile(T, TT, nb, sw, r, sw_step, w, eps, scale, need_grad, M, F):
             wt = wk * (keep * TT[k, i] + spread)
             F[3, i] += 0.0 if wt == 0.0 else wt * np.float64(M[i] - T[k, i])
             F[4, i] += wt
-    _tile_exp(T, nb, M, F)
+    _tile_exp(T, nb, M, F, E)
     for i in range(nb):
         sp = F[1, i] + (F[2, i] - 1.0)
         rw = sw[(r + i) * sw_step]
@@ -1266,7 +1311,7 @@ def _ce_prob_tile(T, TT, nb, sw, r, sw_step, w, eps, scale, need_grad, M, F):
         for k in range(n_classes):
             wk = w[k]
             for i in range(nb):
-                T[k, i] = F[5, i] * T[k, i] - F[1, i] * wk * (keep * TT[k, i] + spread)
+                T[k, i] = F[5, i] * E[k, i] - F[1, i] * wk * (keep * TT[k, i] + spread)
 
 
 @_jit()
@@ -1281,33 +1326,28 @@ def _softmax_tiles(j, x, out, log, block):
     x3 = x.reshape((n, n_classes, 1))
     o3 = out.reshape((n, n_classes, 1))
     T = np.empty((n_classes, LANES), dtype=x.dtype)
-    T2 = np.empty((n_classes, LANES) if log else (1, 1), dtype=x.dtype)
+    E = np.empty((n_classes, LANES), dtype=x.dtype)
     M = np.empty(LANES, dtype=x.dtype)
     F = np.empty((3, LANES))  # rows: 0 the lane's result factor, 1 and 2 _tile_exp's S and Cnt
     r = r0
     while r < r1:
         nb = min(LANES, r1 - r)
         _tile_in(x3, r, 0, nb, T)
-        if log:  # keep the inputs: _tile_exp overwrites T
-            for k in range(n_classes):
-                for i in range(nb):
-                    T2[k, i] = T[k, i]
         _tile_max(T, nb, M)
-        _tile_exp(T, nb, M, F)
+        _tile_exp(T, nb, M, F, E)
         if log:
             for i in range(nb):
                 F[0, i] = flog1p(F[1, i] + (F[2, i] - 1.0))
             for k in range(n_classes):
                 for i in range(nb):
-                    T2[k, i] = np.float64(T2[k, i] - M[i]) - F[0, i]
-            _tile_out(T2, r, 0, nb, o3)
+                    E[k, i] = np.float64(T[k, i] - M[i]) - F[0, i]
         else:
             for i in range(nb):
                 F[0, i] = 1.0 / (F[1, i] + F[2, i])
             for k in range(n_classes):
                 for i in range(nb):
-                    T[k, i] = T[k, i] * F[0, i]
-            _tile_out(T, r, 0, nb, o3)
+                    E[k, i] = E[k, i] * F[0, i]
+        _tile_out(E, r, 0, nb, o3)
         for i in range(nb):
             if not abs(M[i]) < np.inf:
                 if log:
@@ -1328,6 +1368,7 @@ def _lse_tiles(j, x, return_sign, out, sgn, block):
     r1 = min(n, r0 + block)
     x3 = x.reshape((n, n_classes, 1))
     T = np.empty((n_classes, LANES), dtype=x.dtype)
+    E = np.empty((n_classes, LANES), dtype=x.dtype)
     M = np.empty(LANES, dtype=x.dtype)
     F = np.empty((3, LANES))  # rows: 0 the lanes' results, 1 and 2 _tile_exp's S and Cnt
     e = np.empty(n_classes, dtype=x.dtype)
@@ -1336,7 +1377,7 @@ def _lse_tiles(j, x, return_sign, out, sgn, block):
         nb = min(LANES, r1 - r)
         _tile_in(x3, r, 0, nb, T)
         _tile_max(T, nb, M)
-        _tile_exp(T, nb, M, F)
+        _tile_exp(T, nb, M, F, E)
         if _row_max(F[2, :nb]) == 1.0:
             # no lane has a tie at its maximum: log1p(s / 1) + log(1) is log1p(s) exactly
             for i in range(nb):
@@ -1414,12 +1455,15 @@ def _ce_index_block(j, x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, ne
     T = np.empty((n_classes, LANES), dtype=x3.dtype)
     M = np.empty(LANES, dtype=x3.dtype)
     F = np.empty((TILE_SCRATCH, LANES))
+    G = np.empty((TILE_GRAD_SCRATCH, LANES), dtype=x3.dtype)
+    E = np.empty((n_classes, LANES), dtype=x3.dtype)
+    wt = w.astype(x3.dtype)
     lane_acc = np.zeros(LANES)
     r = r0
     while r < r1:
         n, s, nb = _tile_span(r, r1, width)
         _tile_in(x3, n, s, nb, T)
-        _ce_index_tile(T, nb, t, r, sw, sw_step, w, wsum, ignore_index, eps, scale, need_grad, M, F)
+        _ce_index_tile(T, nb, t, r, sw, sw_step, w, wt, wsum, ignore_index, eps, scale, need_grad, M, F, G, E)
         if need_grad:
             _tile_out(T, n, s, nb, grad3)
         _tile_losses(F, nb, lane_acc, loss_rows, need_rows, r)
@@ -1453,6 +1497,7 @@ def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, 
         return acc
     T = np.empty((n_classes, LANES), dtype=x3.dtype)
     TT = np.empty((n_classes, LANES), dtype=x3.dtype)
+    E = np.empty((n_classes, LANES), dtype=x3.dtype)
     M = np.empty(LANES, dtype=x3.dtype)
     F = np.empty((TILE_SCRATCH, LANES))
     lane_acc = np.zeros(LANES)
@@ -1461,7 +1506,7 @@ def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, 
         n, s, nb = _tile_span(r, r1, width)
         _tile_in(x3, n, s, nb, T)
         _tile_in(t3, n, s, nb, TT)
-        _ce_prob_tile(T, TT, nb, sw, r, sw_step, w, eps, scale, need_grad, M, F)
+        _ce_prob_tile(T, TT, nb, sw, r, sw_step, w, eps, scale, need_grad, M, F, E)
         if need_grad:
             _tile_out(T, n, s, nb, grad3)
         _tile_losses(F, nb, lane_acc, loss_rows, need_rows, r)
