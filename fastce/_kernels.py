@@ -907,28 +907,49 @@ TILE_SCRATCH = 10  # rows of the float64 per-lane scratch F of the tile function
 TILE_GRAD_SCRATCH = 7  # rows of the per-lane scratch G of _ce_index_tile, in the tile's dtype
 
 
-@_jit()
-def index_target_stats(t, ignore_index, n_classes, w, sw, sw_step):
-    """One pass over class-index targets before the loss kernel.
+# Blocks of the pass over class-index targets; fixed, so that the float64
+# sums of weights are the same for any thread count.
+TARGET_STATS_BLOCK = 1 << 16
 
-    Returns ``(position of the first invalid target or -1, number of
-    non-ignored targets, sum over them of class weight x sample weight in
-    float64)``.
-    """
-    bad = -1
-    count = 0
-    wsum = 0.0
-    for i in range(t.shape[0]):
+
+@_jit()
+def _index_target_stats_block(j, t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum):
+    """Targets [j * TARGET_STATS_BLOCK, (j + 1) * TARGET_STATS_BLOCK): the
+    position of the first invalid one or -1 into ``bad[j]``, the number of
+    non-ignored ones into ``count[j]``, the sum over them of class weight x
+    sample weight (float64) into ``wsum[j]``."""
+    lo = j * TARGET_STATS_BLOCK
+    hi = min(t.shape[0], lo + TARGET_STATS_BLOCK)
+    first_bad = -1
+    n = 0
+    s = 0.0
+    for i in range(lo, hi):
         y = t[i]
         if y == ignore_index:
             continue
         if y < 0 or y >= n_classes:
-            if bad < 0:
-                bad = i
+            if first_bad < 0:
+                first_bad = i
             continue
-        count += 1
-        wsum += w[y] * sw[i * sw_step]
-    return bad, count, wsum
+        n += 1
+        s += w[y] * sw[i * sw_step]
+    bad[j] = first_bad
+    count[j] = n
+    wsum[j] = s
+
+
+@_jit(parallel=True)
+def index_target_stats_par(t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum):
+    """One pass over class-index targets before the loss kernel, by blocks
+    (see :func:`_index_target_stats_block`); the caller combines them."""
+    for j in prange(bad.shape[0]):
+        _index_target_stats_block(np.int64(j), t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum)
+
+
+@_jit()
+def index_target_stats_ser(t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum):
+    for j in range(bad.shape[0]):
+        _index_target_stats_block(np.int64(j), t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum)
 
 
 @_jit()

@@ -191,7 +191,7 @@ def class_index_target(tgt, row_shape, prob_shape, input_name, input_shape, n_cl
 
     ``tgt`` must be integer of shape ``row_shape`` (``prob_shape`` is named
     in the errors as the shape of probability targets). ``stats(t)`` is
-    :func:`fastce._kernels.index_target_stats` with the weights bound; its
+    :func:`fastce.losses._index_target_stats` with the weights bound; its
     first result, the first invalid position, becomes the error. Returns
     ``(t, count, denominator)`` with ``t`` the flat intp targets.
     """

@@ -304,11 +304,11 @@ def linear_cross_entropy(
         t = np.zeros(1, dtype=np.intp)
         denominator = n if sample_weight is None else float(sw.sum())
     else:
-        from ._kernels import index_target_stats
+        from .losses import _index_target_stats
 
         t, _, denominator = class_index_target(
             tgt, row_shape, prob_shape, "X", x.shape, k, ignore_index,
-            lambda t: index_target_stats(t, ignore_index, k, cw, sw, sw_step),
+            lambda t: _index_target_stats(t, ignore_index, k, cw, sw, sw_step, n_threads),
         )  # fmt: skip
         tp = np.zeros((1, 1), dtype=dtype)
     if reduction == "mean":

@@ -252,7 +252,7 @@ def cross_entropy(
     else:
         t, _, denominator = class_index_target(
             tgt, row_shape, x.shape, "input", x.shape, n_classes, ignore_index,
-            lambda t: K.index_target_stats(t, ignore_index, n_classes, w, sw, sw_step),
+            lambda t: _index_target_stats(t, ignore_index, n_classes, w, sw, sw_step, n_threads),
         )  # fmt: skip
         scale = _grad_scale(reduction, denominator)
         wsum = float(w.sum())
@@ -274,6 +274,26 @@ def cross_entropy(
     else:
         loss = _reduce(partial.sum(), denominator, reduction, out_dtype)
     return _finish(loss, grad if return_grad else None, return_grad, out_dtype)
+
+
+def _index_target_stats(t, ignore_index, n_classes, w, sw, sw_step, n_threads):
+    """One pass over the flat intp class-index targets ``t`` before a loss
+    kernel, on ``n_threads`` threads (blocks of ``K.TARGET_STATS_BLOCK``).
+
+    Returns ``(position of the first invalid target or -1, number of
+    non-ignored targets, sum over them of class weight x sample weight in
+    float64)``; the sum goes through the same blocks for any thread count.
+    """
+    n_blocks = max(1, -(-t.shape[0] // K.TARGET_STATS_BLOCK))
+    bad = np.empty(n_blocks, dtype=np.int64)
+    count = np.empty(n_blocks, dtype=np.int64)
+    wsum = np.empty(n_blocks)
+    run_kernel(
+        K.index_target_stats_par, K.index_target_stats_ser, n_threads, t.size,
+        t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum,
+    )  # fmt: skip
+    invalid = bad[bad >= 0]
+    return (int(invalid[0]) if invalid.size else -1), int(count.sum()), float(wsum.sum())
 
 
 def _ce_index_long_rows(x2, t, w, wsum, sw, sw_step, ignore_index, eps, scale, g2, loss_rows, n_threads):
