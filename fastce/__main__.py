@@ -161,6 +161,12 @@ def warmup(args):
             fastce.softmax(x, axis=1)
             fastce.log_softmax(x, axis=1)
             fastce.sigmoid(x)
+        # class-index targets without weights: kernels generated per class count, 2 to 12
+        from fastce._kernels import CE_LANES_MAX_CLASSES
+
+        for n_classes in range(3, CE_LANES_MAX_CLASSES + 1):
+            for n in (4, big):
+                fastce.cross_entropy(np.zeros((n, n_classes), dtype), np.zeros(n, dtype=np.intp), return_grad=True)
         # few long rows: the segment kernels
         long_row = np.zeros(1 << 18, dtype=dtype)
         fastce.logsumexp(long_row)

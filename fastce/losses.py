@@ -262,6 +262,14 @@ def cross_entropy(
                 x3.reshape(n_rows, n_classes), t, w, wsum, sw, sw_step, ignore_index, eps, scale, g2, loss_rows,
                 n_threads,
             )  # fmt: skip
+        elif (
+            weight is None and eps == 0.0 and sample_weight is None and x3.shape[2] == 1
+            and 2 <= n_classes <= K.CE_LANES_MAX_CLASSES
+        ):  # fmt: skip
+            run_kernel(
+                *K.ce_index_lanes(n_classes), n_threads, x.size,
+                x3, t, ignore_index, scale, return_grad, loss_rows, reduction == "none", grad3, partial, block,
+            )  # fmt: skip
         else:
             run_kernel(
                 K.ce_index_par, K.ce_index_ser, n_threads, x.size,

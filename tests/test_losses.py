@@ -149,6 +149,46 @@ def test_cross_entropy_tiles_and_rows(n_classes, dtype, prob):
             assert_close(grad, rg, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", [2, 3, 7, 10, 12])
+def test_cross_entropy_lanes_kernels(n_classes, dtype):
+    # Class-index targets without class weights, label smoothing or sample
+    # weights, 2 to 12 classes: kernels generated per class count
+    # (fastce._kernels.ce_index_lanes). Against the float64 formulas, with
+    # ignored rows, ties at the maximum, targets at the maximum and masked
+    # (-inf) logits; rows with a NaN or a +inf logit as the general tile
+    # kernel (taken with weight=ones) gives them; a partial tile, serial and
+    # parallel kernels, loss alone and with its gradient.
+    from fastce import _kernels as K
+
+    assert 2 <= n_classes <= K.CE_LANES_MAX_CLASSES
+    rng = np.random.default_rng(n_classes)
+    for n_rows in (301, 40_000 // n_classes + 7):
+        x = (3.0 * rng.standard_normal((n_rows, n_classes))).astype(dtype)
+        t = rng.integers(0, n_classes, n_rows)
+        rows = np.arange(n_rows)
+        x[1::5, -1] = x[1::5].max(axis=1)  # a tie at the maximum
+        t[2::7] = np.argmax(x[2::7], axis=1)  # the target holds the maximum
+        x[3::11, 1:] = -np.inf  # only class 0 is left
+        t[3::11] = 0
+        t[::17] = -100  # ignored
+        for reduction in REDUCTIONS:
+            loss, grad = fastce.cross_entropy(x, t, reduction=reduction, return_grad=True)
+            rl, rg = R.cross_entropy(x, t, None, -100, reduction, 0.0)
+            assert_close(loss, rl, dtype)
+            assert_close(grad, rg, dtype)
+            assert_close(fastce.cross_entropy(x, t, reduction=reduction), rl, dtype)
+        x[5, 1] = np.nan
+        x[6, 0] = np.inf
+        x[7, :] = np.inf
+        x[8, :] = -np.inf
+        t[8] = rows[8] % n_classes
+        got = fastce.cross_entropy(x, t, reduction="none", return_grad=True)
+        general = fastce.cross_entropy(x, t, reduction="none", return_grad=True, weight=np.ones(n_classes))
+        for a, b in zip(got, general):
+            np.testing.assert_allclose(a, b, rtol=4 * np.finfo(dtype).eps, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("ignore_index", [-100, 1])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("ls", [0.0, 0.1])
