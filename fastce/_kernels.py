@@ -1244,7 +1244,7 @@ def _ce_index_tile(T, nb, t, r, sw, sw_step, w, wt, wsum, ignore_index, eps, sca
     a float32 tile takes 16 lanes per vector without conversions."""
     n_classes = T.shape[0]
     zero = T.dtype.type(0.0)
-    # rows of F: 0 loss, 1 S, 2 Cnt, 4 w_y, 5 sum of w (M - x), 7 sample weight, 8 valid, 9 target
+    # rows of F: 0 loss, 1 S, 2 Cnt, 4 w_y, 5 sum of w (M - x), 7 sample weight, 9 target (-1 where ignored)
     # rows of G: 0 A, 1 CS, 2 the target's gradient where it holds the maximum, 3 (1 there, else 0),
     # 4 the target's subtrahend otherwise, 5 target (-1 where ignored), 6 x_y
     for i in range(nb):
@@ -1262,7 +1262,6 @@ def _ce_index_tile(T, nb, t, r, sw, sw_step, w, wt, wsum, ignore_index, eps, sca
         G[5, i] = F[9, i]
         G[6, i] = zero
         F[5, i] = 0.0
-        F[8, i] = 1.0 if F[9, i] >= 0.0 else 0.0
     for k in range(n_classes):
         for i in range(nb):
             # the load before the select: a load under a condition keeps LLVM from vectorising
@@ -1284,11 +1283,10 @@ def _ce_index_tile(T, nb, t, r, sw, sw_step, w, wt, wsum, ignore_index, eps, sca
         rw = F[7, i]
         rs = scale * rw
         value = rw * (coef * (np.float64(M[i]) - np.float64(G[6, i])) + epsk * F[5, i] + full * flog1p(sp))
-        F[0, i] = value if F[8, i] != 0.0 else 0.0
+        F[0, i] = value if F[9, i] >= 0.0 else 0.0
         G[0, i] = rs * full / (1.0 + sp)
         G[1, i] = rs * epsk
-        # p_y - 1 = -sp / (1 + sp) where the target holds the maximum: no cancellation as p_y -> 1
-        G[2, i] = rs * (-(1.0 - eps) * F[4, i] * sp + epsk * (wsum - F[4, i] * (1.0 + sp))) / (1.0 + sp)
+        G[2, i] = _target_grad(True, 0.0, sp, F[4, i], wsum, eps, n_classes, rs)  # (the value at the maximum)
         G[3, i] = 1.0 if G[6, i] == M[i] else 0.0
         G[4, i] = rs * coef
     if need_grad:

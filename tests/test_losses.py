@@ -166,7 +166,6 @@ def test_cross_entropy_lanes_kernels(n_classes, dtype):
     for n_rows in (301, 40_000 // n_classes + 7):
         x = (3.0 * rng.standard_normal((n_rows, n_classes))).astype(dtype)
         t = rng.integers(0, n_classes, n_rows)
-        rows = np.arange(n_rows)
         x[1::5, -1] = x[1::5].max(axis=1)  # a tie at the maximum
         t[2::7] = np.argmax(x[2::7], axis=1)  # the target holds the maximum
         x[3::11, 1:] = -np.inf  # only class 0 is left
@@ -182,7 +181,7 @@ def test_cross_entropy_lanes_kernels(n_classes, dtype):
         x[6, 0] = np.inf
         x[7, :] = np.inf
         x[8, :] = -np.inf
-        t[8] = rows[8] % n_classes
+        t[8] = 8 % n_classes
         got = fastce.cross_entropy(x, t, reduction="none", return_grad=True)
         general = fastce.cross_entropy(x, t, reduction="none", return_grad=True, weight=np.ones(n_classes))
         for a, b in zip(got, general):
