@@ -20,6 +20,7 @@ Conventions
 
 import functools
 import math
+import threading
 
 import numba
 import numpy as np
@@ -1543,10 +1544,17 @@ def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, 
 # load of the tile to the store of the gradient (the general tile functions
 # above pass them through the scratch rows of F between one loop over the
 # classes and the next). The class count must be a constant of the code for
-# that, so the functions are generated per class count, on first use, and
-# compiled from _kernels.py's file name so that Numba caches them like the
+# that, so the tile function is generated per class count, on first use, and
+# compiled from _kernels.py's file name so that Numba caches it like the
 # rest. Same formulas and order of operations as _ce_index_tile with w = 1,
 # eps = 0 and sample weights 1.
+#
+# Only the tile function is generated. The blocks and the serial and parallel
+# drivers are compiled once per dtype and call the tile function of the
+# call's class count through its address (_call_lanes_tile), once per tile of
+# LANES rows: generating them per class count too had LLVM optimise the
+# inlined tile body three more times, 7.3 s of compilation per class count
+# and dtype instead of 1.3 s (2026-12-04).
 
 # Class counts of ce_index_lanes. Measured per row of a whole call (16,384 rows, one thread, in cache,
 # loss+gradient, ns, general tiles of 5efb335 / ce_index_lanes): float32 C=2 13.5/9.6, C=5 19.4/13.2,
@@ -1556,8 +1564,39 @@ def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, 
 CE_LANES_MAX_CLASSES = 12
 
 
+def _lanes_tile_types(dtype):
+    """Argument types of the generated tile functions for tiles of ``dtype``
+    (a Numba float type): ``(T, nb, t, r, ignore_index, scale, need_grad, lo)``."""
+    return (
+        types.Array(dtype, 2, "C"), types.int64, types.Array(types.int64, 1, "C"), types.int64, types.int64,
+        types.float64, types.boolean, types.Array(types.float64, 1, "C"),
+    )  # fmt: skip
+
+
+@intrinsic
+def _call_lanes_tile(typingctx, addr, T, nb, t, r, ignore_index, scale, need_grad, lo):
+    """Call the generated tile function at address ``addr`` (Numba's own
+    calling convention, as for a first-class function) on the other
+    arguments, whose types must be :func:`_lanes_tile_types` of T's dtype."""
+    if not (isinstance(addr, types.Integer) and isinstance(T, types.Array) and T.dtype in (types.float32, types.float64)):
+        return None
+    argtys = (T, nb, t, r, ignore_index, scale, need_grad, lo)
+    if argtys != _lanes_tile_types(T.dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        fn = builder.inttoptr(args[0], fnty.as_pointer())
+        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, args[1:])
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return types.void(addr, *argtys), codegen
+
+
 def _ce_lanes_source(c):
-    """Python source of the functions of :func:`ce_index_lanes` for ``c`` classes."""
+    """Python source of the tile function of :func:`ce_index_lanes` for ``c`` classes."""
     ks = range(c)
     head = [
         f"def _ce_lanes_tile_{c}(T, nb, t, r, ignore_index, scale, need_grad, lo):",
@@ -1594,59 +1633,88 @@ def _ce_lanes_source(c):
     lines += ["    " + s for s in body + grad]
     lines += ["    else:", "        for i in range(nb):"]
     lines += ["    " + s for s in body]
-    lines += [
-        "",
-        "",
-        f"def _ce_lanes_block_{c}(j, x3, t, ignore_index, scale, need_grad, loss_rows, need_rows, grad3, block):",
-        "    r0 = j * block",
-        "    r1 = min(x3.shape[0], r0 + block)",
-        f"    T = np.empty(({c}, LANES), dtype=x3.dtype)",
-        "    lo = np.empty(LANES)",
-        "    lane_acc = np.zeros(LANES)",
-        "    r = r0",
-        "    while r < r1:",
-        "        nb = min(LANES, r1 - r)",
-        "        _tile_in(x3, r, 0, nb, T)",
-        f"        _ce_lanes_tile_{c}(T, nb, t, r, ignore_index, scale, need_grad, lo)",
-        "        if need_grad:",
-        "            _tile_out(T, r, 0, nb, grad3)",
-        "        _tile_losses(lo.reshape((1, LANES)), nb, lane_acc, loss_rows, need_rows, r)",
-        "        r += nb",
-        "    acc = 0.0",
-        "    for i in range(LANES):",
-        "        acc += lane_acc[i]",
-        "    return acc",
-        "",
-        "",
-        f"def ce_lanes_par_{c}(x3, t, ignore_index, scale, need_grad, loss_rows, need_rows, grad3, partial, block):",
-        "    for j in prange(partial.shape[0]):",
-        f"        partial[j] = _ce_lanes_block_{c}(",
-        "            np.int64(j), x3, t, ignore_index, scale, need_grad, loss_rows, need_rows, grad3, block",
-        "        )",
-        "",
-        "",
-        f"def ce_lanes_ser_{c}(x3, t, ignore_index, scale, need_grad, loss_rows, need_rows, grad3, partial, block):",
-        "    for j in range(partial.shape[0]):",
-        f"        partial[j] = _ce_lanes_block_{c}(",
-        "            np.int64(j), x3, t, ignore_index, scale, need_grad, loss_rows, need_rows, grad3, block",
-        "        )",
-    ]
     return "\n".join(lines) + "\n"
 
 
-@functools.cache
-def ce_index_lanes(c):
-    """``(parallel, serial)`` kernels of cross_entropy with class-index
-    targets for ``c`` classes (see above), arguments ``(x3, t, ignore_index,
-    scale, need_grad, loss_rows, need_rows, grad3, partial, block)`` as
-    :func:`ce_index_par` without the weights; ``x3`` of shape (N, c, 1)."""
-    namespace = dict(globals())
-    # the file name of this module: Numba's cache locates (and invalidates) the functions by it
-    exec(compile(_ce_lanes_source(c), __file__, "exec"), namespace)
-    names = (f"_ce_lanes_tile_{c}", f"_ce_lanes_block_{c}")
-    for name in names:
-        namespace[name] = _jit()(namespace[name])
-    return _jit(parallel=True)(namespace[f"ce_lanes_par_{c}"]), _jit()(namespace[f"ce_lanes_ser_{c}"])
+# The generated tile functions (class count -> dispatcher) and their addresses
+# ((class count, dtype) -> int). The dispatchers stay here for the life of the
+# process: their code must outlive every address handed out. The lock makes
+# concurrent first calls from several threads generate and compile once.
+_LANES_LOCK = threading.Lock()
+_LANES_TILES = {}
+_LANES_ADDRESSES = {}
+
+
+def _ce_lanes_tile(c):
+    """The dispatcher of the generated tile function for ``c`` classes."""
+    with _LANES_LOCK:
+        tile = _LANES_TILES.get(c)
+        if tile is None:
+            namespace = dict(globals())
+            # the file name of this module: Numba's cache locates (and invalidates) the function by it
+            exec(compile(_ce_lanes_source(c), __file__, "exec"), namespace)
+            tile = _LANES_TILES[c] = _jit()(namespace[f"_ce_lanes_tile_{c}"])
+        return tile
+
+
+def ce_index_lanes(c, dtype):
+    """Address of the tile function for ``c`` classes and tiles of ``dtype``
+    (np.float32 or np.float64), compiled or loaded from the cache on first
+    use: the ``tile`` argument of :func:`ce_lanes_par` / :func:`ce_lanes_ser`."""
+    key = (c, np.dtype(dtype))
+    address = _LANES_ADDRESSES.get(key)
+    if address is None:
+        tile = _ce_lanes_tile(c)
+        with _LANES_LOCK:
+            address = _LANES_ADDRESSES.get(key)
+            if address is None:
+                sig = types.none(*_lanes_tile_types(numba.from_dtype(key[1])))
+                cres = tile.get_compile_result(sig)
+                address = _LANES_ADDRESSES[key] = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+    return address
+
+
+@_jit()
+def _ce_lanes_block(j, tile, x3, t, ignore_index, scale, need_grad, loss_rows, need_rows, grad3, block):
+    """:func:`_ce_index_block` for the generated tile function at address ``tile``."""
+    r0 = j * block
+    r1 = min(x3.shape[0], r0 + block)
+    T = np.empty((x3.shape[1], LANES), dtype=x3.dtype)
+    lo = np.empty(LANES)
+    lane_acc = np.zeros(LANES)
+    r = r0
+    while r < r1:
+        nb = min(LANES, r1 - r)
+        _tile_in(x3, r, 0, nb, T)
+        _call_lanes_tile(tile, T, nb, t, r, ignore_index, scale, need_grad, lo)
+        if need_grad:
+            _tile_out(T, r, 0, nb, grad3)
+        _tile_losses(lo.reshape((1, LANES)), nb, lane_acc, loss_rows, need_rows, r)
+        r += nb
+    acc = 0.0
+    for i in range(LANES):
+        acc += lane_acc[i]
+    return acc
+
+
+@_jit(parallel=True)
+def ce_lanes_par(tile, x3, t, ignore_index, scale, need_grad, loss_rows, need_rows, grad3, partial, block):
+    """cross_entropy with class-index targets and no weights, for the tile
+    function at address ``tile`` (:func:`ce_index_lanes` of x3.shape[1] and
+    x3's dtype); the other arguments as :func:`ce_index_par` without the
+    weights; ``x3`` of shape (N, C, 1)."""
+    for j in prange(partial.shape[0]):
+        partial[j] = _ce_lanes_block(
+            np.int64(j), tile, x3, t, ignore_index, scale, need_grad, loss_rows, need_rows, grad3, block
+        )
+
+
+@_jit()
+def ce_lanes_ser(tile, x3, t, ignore_index, scale, need_grad, loss_rows, need_rows, grad3, partial, block):
+    for j in range(partial.shape[0]):
+        partial[j] = _ce_lanes_block(
+            np.int64(j), tile, x3, t, ignore_index, scale, need_grad, loss_rows, need_rows, grad3, block
+        )
 
 
 # prange hands out unsigned indices: cast them, or the block function is

@@ -267,7 +267,7 @@ def cross_entropy(
             and 2 <= n_classes <= K.CE_LANES_MAX_CLASSES
         ):  # fmt: skip
             run_kernel(
-                *K.ce_index_lanes(n_classes), n_threads, x.size,
+                K.ce_lanes_par, K.ce_lanes_ser, n_threads, x.size, K.ce_index_lanes(n_classes, x3.dtype.type),
                 x3, t, ignore_index, scale, return_grad, loss_rows, reduction == "none", grad3, partial, block,
             )  # fmt: skip
         else:

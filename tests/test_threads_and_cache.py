@@ -164,9 +164,10 @@ def test_resolve_n_threads_counts_from_the_top():
 
 def test_cache_is_used_by_a_second_process(tmp_path):
     """A second process loads the compiled kernels from the cache instead of
-    compiling them (Numba's dispatcher statistics say so): a kernel of the
-    module and one generated per class count (ce_index_lanes), which Numba
-    must locate by the module's file."""
+    compiling them (Numba's dispatcher statistics say so): kernels of the
+    module, among them the drivers that call the generated tile functions
+    through their address, and a tile function generated per class count
+    (ce_index_lanes), which Numba must locate by the module's file."""
     code = """
     import numpy as np, fastce
     from fastce import _kernels as K
@@ -174,7 +175,7 @@ def test_cache_is_used_by_a_second_process(tmp_path):
     t = np.zeros(3, dtype=np.intp)
     fastce.cross_entropy(x, t, return_grad=True)  # generated for 4 classes
     fastce.cross_entropy(x, t, weight=np.ones(4), return_grad=True)  # the general kernel
-    for kernel in (K.ce_index_lanes(4)[1], K.ce_index_ser):
+    for kernel in (K._ce_lanes_tile(4), K.ce_lanes_ser, K.ce_index_ser):
         s = kernel.stats
         print(sum(s.cache_hits.values()), sum(s.cache_misses.values()))
     """
