@@ -914,43 +914,63 @@ TARGET_STATS_BLOCK = 1 << 16
 
 
 @_jit()
-def _index_target_stats_block(j, t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum):
+def _index_target_stats_block(j, t, ignore_index, n_classes, w, sw, sw_step, weighted, bad, count, wsum):
     """Targets [j * TARGET_STATS_BLOCK, (j + 1) * TARGET_STATS_BLOCK): the
     position of the first invalid one or -1 into ``bad[j]``, the number of
     non-ignored ones into ``count[j]``, the sum over them of class weight x
-    sample weight (float64) into ``wsum[j]``."""
+    sample weight (float64) into ``wsum[j]``. ``weighted=False`` when every
+    class and sample weight is 1: the sum is the count, and the loop, with no
+    branch and no gather of weights, vectorises."""
     lo = j * TARGET_STATS_BLOCK
     hi = min(t.shape[0], lo + TARGET_STATS_BLOCK)
     first_bad = -1
     n = 0
     s = 0.0
-    for i in range(lo, hi):
-        y = t[i]
-        if y == ignore_index:
-            continue
-        if y < 0 or y >= n_classes:
-            if first_bad < 0:
-                first_bad = i
-            continue
-        n += 1
-        s += w[y] * sw[i * sw_step]
+    if weighted:
+        for i in range(lo, hi):
+            y = t[i]
+            if y == ignore_index:
+                continue
+            if y < 0 or y >= n_classes:
+                if first_bad < 0:
+                    first_bad = i
+                continue
+            n += 1
+            s += w[y] * sw[i * sw_step]
+    else:
+        n_bad = 0
+        n_cls = np.uint64(n_classes)
+        tb = t[lo:hi]  # indices from 0: no wraparound select, so the loop vectorises
+        for i in range(tb.shape[0]):
+            y = tb[i]
+            keep = np.int64(y != ignore_index)
+            ok = np.int64(np.uint64(y) < n_cls)  # 0 <= y < n_classes
+            n += keep & ok
+            n_bad += keep & (1 - ok)
+        if n_bad > 0:
+            for i in range(lo, hi):
+                y = t[i]
+                if y != ignore_index and (y < 0 or y >= n_classes):
+                    first_bad = i
+                    break
+        s = float(n)
     bad[j] = first_bad
     count[j] = n
     wsum[j] = s
 
 
 @_jit(parallel=True)
-def index_target_stats_par(t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum):
+def index_target_stats_par(t, ignore_index, n_classes, w, sw, sw_step, weighted, bad, count, wsum):
     """One pass over class-index targets before the loss kernel, by blocks
     (see :func:`_index_target_stats_block`); the caller combines them."""
     for j in prange(bad.shape[0]):
-        _index_target_stats_block(np.int64(j), t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum)
+        _index_target_stats_block(np.int64(j), t, ignore_index, n_classes, w, sw, sw_step, weighted, bad, count, wsum)
 
 
 @_jit()
-def index_target_stats_ser(t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum):
+def index_target_stats_ser(t, ignore_index, n_classes, w, sw, sw_step, weighted, bad, count, wsum):
     for j in range(bad.shape[0]):
-        _index_target_stats_block(np.int64(j), t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum)
+        _index_target_stats_block(np.int64(j), t, ignore_index, n_classes, w, sw, sw_step, weighted, bad, count, wsum)
 
 
 @_jit()

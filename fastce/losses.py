@@ -296,9 +296,10 @@ def _index_target_stats(t, ignore_index, n_classes, w, sw, sw_step, n_threads):
     bad = np.empty(n_blocks, dtype=np.int64)
     count = np.empty(n_blocks, dtype=np.int64)
     wsum = np.empty(n_blocks)
+    weighted = bool(sw_step != 0 or sw[0] != 1.0 or np.any(w != 1.0))
     run_kernel(
         K.index_target_stats_par, K.index_target_stats_ser, n_threads, t.size,
-        t, ignore_index, n_classes, w, sw, sw_step, bad, count, wsum,
+        t, ignore_index, n_classes, w, sw, sw_step, weighted, bad, count, wsum,
     )  # fmt: skip
     invalid = bad[bad >= 0]
     return (int(invalid[0]) if invalid.size else -1), int(count.sum()), float(wsum.sum())

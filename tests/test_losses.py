@@ -188,6 +188,31 @@ def test_cross_entropy_lanes_kernels(n_classes, dtype):
             np.testing.assert_allclose(a, b, rtol=4 * np.finfo(dtype).eps, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("ignore_index", [-100, 1])
+def test_cross_entropy_target_pass_across_blocks(ignore_index, weighted):
+    # The pass over class-index targets runs in blocks of 65,536 targets
+    # (without weights a branch-free loop that only counts): the error names
+    # the first invalid target wherever the blocks split, ignore_index is
+    # never invalid, and the mean divides by the number of non-ignored rows.
+    rng = np.random.default_rng(5)
+    n = 3 * 65536 + 5
+    x = rng.standard_normal((n, 3))
+    t = rng.integers(0, 3, n)
+    t[::7] = ignore_index
+    w = np.ones(3) if weighted else None
+    for pos, bad in [(0, 99), (65535, -1), (65536, 3), (70001, -7), (n - 1, 3)]:
+        tb = t.copy()
+        tb[pos] = bad
+        if pos + 100_000 < n:
+            tb[pos + 100_000] = 5  # a later invalid target, in another block
+        with pytest.raises(ValueError, match=rf"class index {bad} at position \({pos},\)"):
+            fastce.cross_entropy(x, tb, weight=w, ignore_index=ignore_index)
+    for reduction in ("mean", "sum"):
+        got = fastce.cross_entropy(x, t, weight=w, ignore_index=ignore_index, reduction=reduction)
+        np.testing.assert_allclose(got, R.cross_entropy(x, t, None, ignore_index, reduction, 0.0)[0], rtol=1e-12)
+
+
 @pytest.mark.parametrize("ignore_index", [-100, 1])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("ls", [0.0, 0.1])
