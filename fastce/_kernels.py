@@ -20,6 +20,7 @@ Conventions
 
 import functools
 import math
+import os
 import threading
 
 import numba
@@ -1574,7 +1575,7 @@ def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, 
 # call's class count through its address (_call_lanes_tile), once per tile of
 # LANES rows: generating them per class count too had LLVM optimise the
 # inlined tile body three more times, 7.3 s of compilation per class count
-# and dtype instead of 1.3 s (2026-12-04).
+# and dtype instead of about 1.5 s (2026-12-04).
 
 # Class counts of ce_index_lanes. Measured per row of a whole call (16,384 rows, one thread, in cache,
 # loss+gradient, ns, general tiles of 5efb335 / ce_index_lanes): float32 C=2 13.5/9.6, C=5 19.4/13.2,
@@ -1659,10 +1660,20 @@ def _ce_lanes_source(c):
 # The generated tile functions (class count -> dispatcher) and their addresses
 # ((class count, dtype) -> int). The dispatchers stay here for the life of the
 # process: their code must outlive every address handed out. The lock makes
-# concurrent first calls from several threads generate and compile once.
+# concurrent first calls from several threads generate and compile once; a
+# forked child gets a new one (a thread of the parent may have held it).
 _LANES_LOCK = threading.Lock()
 _LANES_TILES = {}
 _LANES_ADDRESSES = {}
+
+
+def _new_lanes_lock():
+    global _LANES_LOCK
+    _LANES_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lanes_lock)
 
 
 def _ce_lanes_tile(c):
