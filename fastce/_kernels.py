@@ -1587,10 +1587,13 @@ CE_LANES_MAX_CLASSES = 12
 
 def _lanes_tile_types(dtype):
     """Argument types of the generated tile functions for tiles of ``dtype``
-    (a Numba float type): ``(T, nb, t, r, ignore_index, scale, need_grad, lo)``."""
+    (a Numba float type): ``(T, nb, t, r, ignore_index, scale, need_grad, lo)``.
+    The targets ``t`` are typed read-only and possibly unaligned, which covers
+    every flag of the caller's targets (arrays have one data model whatever
+    their flags)."""
     return (
-        types.Array(dtype, 2, "C"), types.int64, types.Array(types.int64, 1, "C"), types.int64, types.int64,
-        types.float64, types.boolean, types.Array(types.float64, 1, "C"),
+        types.Array(dtype, 2, "C"), types.int64, types.Array(types.int64, 1, "C", readonly=True, aligned=False),
+        types.int64, types.int64, types.float64, types.boolean, types.Array(types.float64, 1, "C"),
     )  # fmt: skip
 
 
@@ -1598,17 +1601,21 @@ def _lanes_tile_types(dtype):
 def _call_lanes_tile(typingctx, addr, T, nb, t, r, ignore_index, scale, need_grad, lo):
     """Call the generated tile function at address ``addr`` (Numba's own
     calling convention, as for a first-class function) on the other
-    arguments, whose types must be :func:`_lanes_tile_types` of T's dtype."""
+    arguments, whose types must be :func:`_lanes_tile_types` of T's dtype
+    (``t`` with any flags)."""
     if not (isinstance(addr, types.Integer) and isinstance(T, types.Array) and T.dtype in (types.float32, types.float64)):
         return None
+    callee = _lanes_tile_types(T.dtype)
     argtys = (T, nb, t, r, ignore_index, scale, need_grad, lo)
-    if argtys != _lanes_tile_types(T.dtype):
+    if not isinstance(t, types.Array) or (t.dtype, t.ndim, t.layout) != (types.int64, 1, "C"):
+        return None
+    if argtys[:2] + argtys[3:] != callee[:2] + callee[3:]:
         return None
 
     def codegen(context, builder, signature, args):
-        fnty = context.call_conv.get_function_type(types.none, argtys)
+        fnty = context.call_conv.get_function_type(types.none, callee)
         fn = builder.inttoptr(args[0], fnty.as_pointer())
-        status, _ = context.call_conv.call_function(builder, fn, types.none, argtys, args[1:])
+        status, _ = context.call_conv.call_function(builder, fn, types.none, callee, args[1:])
         with cgutils.if_unlikely(builder, status.is_error):
             context.call_conv.return_status_propagate(builder, status)
         return context.get_dummy_value()

@@ -177,6 +177,17 @@ def test_cross_entropy_lanes_kernels(n_classes, dtype):
             assert_close(loss, rl, dtype)
             assert_close(grad, rg, dtype)
             assert_close(fastce.cross_entropy(x, t, reduction=reduction), rl, dtype)
+        # read-only logits and targets, and unaligned targets, give the same
+        # (the tile functions take the targets typed read-only and unaligned)
+        xr, tr = x.copy(), t.copy()
+        xr.setflags(write=False)
+        tr.setflags(write=False)
+        tu = np.frombuffer(bytearray(t.nbytes + 1), dtype=np.uint8)[1:].view(np.int64)
+        tu[:] = t
+        want = fastce.cross_entropy(x, t, reduction="none", return_grad=True)
+        for xi, ti in ((xr, tr), (x, tu)):
+            for a, b in zip(fastce.cross_entropy(xi, ti, reduction="none", return_grad=True), want):
+                np.testing.assert_array_equal(a, b)
         x[5, 1] = np.nan
         x[6, 0] = np.inf
         x[7, :] = np.inf
