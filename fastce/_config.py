@@ -149,9 +149,13 @@ def run_kernel(parallel_kernel, serial_kernel, n_threads, n_elements, *args):
     ``n_threads`` is the public argument (validated here); ``n_elements`` the
     size of the work, so that small calls stay serial.
     """
-    n = resolve_n_threads(n_threads)
     if n_elements < PARALLEL_MIN_ELEMENTS:
-        n = 1
+        # serial whatever the thread count: only check the argument (asking
+        # Numba for its thread count costs microseconds a small call notices)
+        if n_threads is not None:
+            resolve_n_threads(n_threads)
+        return serial_kernel(*args)
+    n = resolve_n_threads(n_threads)
     with parallel_guard(n) as parallel:
         return (parallel_kernel if parallel else serial_kernel)(*args)
 

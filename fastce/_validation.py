@@ -11,6 +11,12 @@ import operator
 
 import numpy as np
 
+try:
+    from numpy.lib.array_utils import normalize_axis_index, normalize_axis_tuple
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import normalize_axis_index
+    from numpy.core.numeric import normalize_axis_tuple
+
 REDUCTIONS = ("none", "mean", "sum")
 
 
@@ -126,10 +132,8 @@ def normalize_axes(axis, ndim, name="axis"):
     """Axes as a tuple of non-negative ints (``None`` = all), numpy's errors for bad ones."""
     if axis is None:
         return tuple(range(ndim))
-    try:
-        from numpy.lib.array_utils import normalize_axis_tuple
-    except ImportError:  # numpy < 2
-        from numpy.core.numeric import normalize_axis_tuple
+    if isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_)):
+        return (normalize_axis_index(int(axis), ndim, name),)  # what normalize_axis_tuple does per axis
     return normalize_axis_tuple(axis, ndim, name)
 
 
@@ -141,7 +145,8 @@ def to_rows(arr, axes, dtype):
     """
     nd = arr.ndim
     k = len(axes)
-    moved = np.moveaxis(arr, axes, tuple(range(nd - k, nd))) if k else arr
+    trailing = tuple(range(nd - k, nd))
+    moved = np.moveaxis(arr, axes, trailing) if k and tuple(axes) != trailing else arr
     kept = moved.shape[: nd - k]
     width = math.prod(moved.shape[nd - k :])
     return np.ascontiguousarray(moved, dtype=dtype).reshape(math.prod(kept), width), kept

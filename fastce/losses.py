@@ -47,15 +47,21 @@ def _reduce(total, denominator, reduction, out_dtype):
     """The reduced loss as a NumPy scalar of the input's dtype (NaN for 0/0, as PyTorch)."""
     if reduction == "sum":
         return out_dtype.type(total)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return out_dtype.type(np.float64(total) / np.float64(denominator))
+    return out_dtype.type(_ieee_divide(total, denominator))
 
 
 def _grad_scale(reduction, denominator):
     if reduction != "mean":
         return 1.0
+    return _ieee_divide(1.0, denominator)
+
+
+def _ieee_divide(a, b):
+    """a / b as IEEE float64 division (b = 0 gives +-inf or NaN, no warning)."""
+    if b != 0:
+        return float(np.float64(a) / np.float64(b))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return float(np.float64(1.0) / np.float64(denominator))
+        return float(np.float64(a) / np.float64(b))
 
 
 def _grad_buffer(grad_out, input_arr, x, out_dtype, shape):
@@ -252,10 +258,12 @@ def cross_entropy(
     else:
         t, _, denominator = class_index_target(
             tgt, row_shape, x.shape, "input", x.shape, n_classes, ignore_index,
-            lambda t: _index_target_stats(t, ignore_index, n_classes, w, sw, sw_step, n_threads),
+            lambda t: _index_target_stats(
+                t, ignore_index, n_classes, w, sw, sw_step, n_threads, weight is not None or sample_weight is not None
+            ),
         )  # fmt: skip
         scale = _grad_scale(reduction, denominator)
-        wsum = float(w.sum())
+        wsum = float(n_classes) if weight is None else float(w.sum())
         if x3.shape[2] == 1 and n_rows <= K.SPLIT_MAX_ROWS and n_classes >= K.SPLIT_MIN_COLS:
             g2 = grad3.reshape(n_rows, n_classes) if return_grad else None
             partial = _ce_index_long_rows(
@@ -284,23 +292,27 @@ def cross_entropy(
     return _finish(loss, grad if return_grad else None, return_grad, out_dtype)
 
 
-def _index_target_stats(t, ignore_index, n_classes, w, sw, sw_step, n_threads):
+def _index_target_stats(t, ignore_index, n_classes, w, sw, sw_step, n_threads, weighted=True):
     """One pass over the flat intp class-index targets ``t`` before a loss
     kernel, on ``n_threads`` threads (blocks of ``K.TARGET_STATS_BLOCK``).
 
     Returns ``(position of the first invalid target or -1, number of
     non-ignored targets, sum over them of class weight x sample weight in
     float64)``; the sum goes through the same blocks for any thread count.
+    ``weighted=False`` tells that every class and sample weight is 1
+    (the sum is then the count); with ``True`` the weights are looked at.
     """
     n_blocks = max(1, -(-t.shape[0] // K.TARGET_STATS_BLOCK))
     bad = np.empty(n_blocks, dtype=np.int64)
     count = np.empty(n_blocks, dtype=np.int64)
     wsum = np.empty(n_blocks)
-    weighted = bool(sw_step != 0 or sw[0] != 1.0 or np.any(w != 1.0))
+    weighted = weighted and bool(sw_step != 0 or sw[0] != 1.0 or np.any(w != 1.0))
     run_kernel(
         K.index_target_stats_par, K.index_target_stats_ser, n_threads, t.size,
         t, ignore_index, n_classes, w, sw, sw_step, weighted, bad, count, wsum,
     )  # fmt: skip
+    if n_blocks == 1:
+        return int(bad[0]), int(count[0]), float(wsum[0])
     invalid = bad[bad >= 0]
     return (int(invalid[0]) if invalid.size else -1), int(count.sum()), float(wsum.sum())
 

@@ -54,6 +54,25 @@ class BinaryCrossEntropyWithLogits(_LossGrad):
         self.fn()
 
 
+class SmallBatch(_LossGrad):
+    """Loss and gradient of one mini-batch (64 rows of 10 classes, or 64
+    binary logits), one thread: what a call costs beyond its arithmetic
+    (argument checks, conversions, dispatch), as in a training loop."""
+
+    params = [["cross_entropy", "binary_cross_entropy_with_logits"], list(common.DTYPES), common.LOSS_PEERS]
+    param_names = ["kernel", "dtype", "peer"]
+
+    def setup(self, kernel, dtype, peer):
+        self.kernel = kernel
+        if kernel == "cross_entropy":
+            self._setup((64, 10), dtype, 1, peer, common.class_targets(64, 10))
+        else:
+            self._setup((64,), dtype, 1, peer, common.binary_targets(64, dtype))
+
+    def time_loss_grad(self, kernel, dtype, peer):
+        self.fn()
+
+
 # Peak memory in classes of their own (the process's peak RSS includes the
 # inputs made in setup, the same for every peer of a shape and dtype). One
 # thread: the peak does not depend on the thread count.
