@@ -411,21 +411,34 @@ def _blocked_passes(helper, dtype):
         from fastce._kernels import FASTMATH as flags
     except ImportError:
         flags = frozenset({"nsz", "arcp", "contract"})
+    try:  # the kernels' loops ask LLVM for 512-bit vectors: so does the floor's
+        from fastce._kernels import _wide_vectors as wide
+    except ImportError:
+
+        @numba.njit
+        def wide():
+            pass
+
     if not isinstance(helper, Dispatcher) and not _jit_only_stub(helper):
         helper = numba.njit(fastmath=set(flags), error_model="numpy")(helper)
+
+    @numba.njit(nogil=True, error_model="numpy", fastmath=set(flags))
+    def exp_block(xs, os, c, passes):
+        wide()
+        for i in range(xs.shape[0]):
+            os[i] = helper(xs[i])
+        for _ in range(passes - 1):
+            for i in range(os.shape[0]):
+                os[i] = helper(os[i] - c)
 
     @numba.njit(parallel=True, nogil=True, error_model="numpy", fastmath=set(flags))
     def exp_blocks(x, out, one, passes, block):
         c = one[0]
         n_blocks = (x.shape[0] + block - 1) // block
         for b in numba.prange(n_blocks):
-            xs = x[b * block : min((b + 1) * block, x.shape[0])]
-            os = out[b * block : min((b + 1) * block, x.shape[0])]
-            for i in range(xs.shape[0]):
-                os[i] = helper(xs[i])
-            for _ in range(passes - 1):
-                for i in range(os.shape[0]):
-                    os[i] = helper(os[i] - c)
+            lo = b * block
+            hi = min(lo + block, x.shape[0])
+            exp_block(x[lo:hi], out[lo:hi], c, passes)
 
     one = np.ones(1, dtype=dtype)
 
