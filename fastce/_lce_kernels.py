@@ -38,7 +38,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic, overload
 
-from ._kernels import FASTMATH, _jit
+from ._kernels import FASTMATH, _jit, _wide_vectors
 
 # Rows handed to one parallel task (each gets one scratch row).
 ROWS_PER_TASK = 4
@@ -145,6 +145,7 @@ def _lexp_overload(x):
 @_jit()
 def lexp_array(x, out):
     """``out[:] = lexp(x)`` (for the tests)."""
+    _wide_vectors()
     for i in range(x.shape[0]):
         out[i] = lexp(x[i])
 
@@ -155,6 +156,7 @@ def lexp_array(x, out):
 
 @_jit(reduce=True)
 def _row_max(z):
+    _wide_vectors()
     m = z[0]
     for k in range(1, z.shape[0]):
         m = _maxnum(m, z[k])
@@ -164,6 +166,7 @@ def _row_max(z):
 @_jit(reduce=True)
 def _dot(w, z):
     """float64 sum of w_k z_k."""
+    _wide_vectors()
     s = 0.0
     for k in range(z.shape[0]):
         s += w[k] * np.float64(z[k])
@@ -174,6 +177,7 @@ def _dot(w, z):
 def _prob_sums(w, t, z, keep, spread):
     """``(sum_k w_k t'_k, sum_k w_k t'_k z_k)`` with t' = keep t + spread, float64;
     a term with w_k t'_k == 0 adds nothing to the second sum whatever z_k."""
+    _wide_vectors()
     a = 0.0
     b = 0.0
     for k in range(z.shape[0]):
@@ -185,6 +189,7 @@ def _prob_sums(w, t, z, keep, spread):
 
 @_jit()
 def _exp_into(z, m, e):
+    _wide_vectors()
     for k in range(z.shape[0]):
         e[k] = lexp(z[k] - m)
 
@@ -192,6 +197,7 @@ def _exp_into(z, m, e):
 @_jit()
 def _exp_inplace(z, m):
     # not _exp_into(z, m, z): LLVM's overlap check then picks its scalar loop
+    _wide_vectors()
     for k in range(z.shape[0]):
         z[k] = lexp(z[k] - m)
 
@@ -203,6 +209,7 @@ def _sum_off_max(e, one):
     small terms are not lost next to them. (A term just below the maximum
     whose exp rounds to 1 is counted too: the same value either way.)
     ``one`` is 1 in e's dtype: a comparison with a float64 1.0 stays scalar."""
+    _wide_vectors()
     s = 0.0
     c = 0.0
     for k in range(e.shape[0]):
@@ -216,6 +223,7 @@ def _sum_off_max(e, one):
 
 @_jit()
 def _add_bias(z, b):
+    _wide_vectors()
     for k in range(z.shape[0]):
         z[k] = z[k] + b[k]
 
@@ -257,6 +265,7 @@ def _pass1_row(z, i, r, k0, bias, has_bias, t, tp, prob, w, keep, spread, need_s
 
 @_jit()
 def _pass1_rows(j, Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, keep, spread, need_smooth, store, M, S, C, P1, P2):
+    _wide_vectors()
     nr = Z.shape[0]
     e = np.empty(0 if store else Z.shape[1], dtype=Z.dtype)
     one = np.ones(1, dtype=Z.dtype)[0]
@@ -270,12 +279,14 @@ def lce_pass1_par(Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, keep,
     """Online log-sum-exp update of the rows of the logits block ``Z`` (rows
     r0.. of X, classes k0..); the bias is added to ``Z`` in place and, with
     ``store``, ``Z`` becomes exp(Z - M)."""
+    _wide_vectors()
     for j in prange((Z.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         _pass1_rows(np.int64(j), Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, keep, spread, need_smooth, store, M, S, C, P1, P2)
 
 
 @_jit()
 def lce_pass1_ser(Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, keep, spread, need_smooth, store, M, S, C, P1, P2):
+    _wide_vectors()
     for j in range((Z.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         _pass1_rows(np.int64(j), Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, keep, spread, need_smooth, store, M, S, C, P1, P2)
 
@@ -292,6 +303,7 @@ def lce_finish(r0, t, ignore_index, prob, sw, sw_step, w, wsum, eps, n_classes, 
     with T = (1-eps) w_y + eps W / K; probability target: loss = T (M + log1p(...)) - sum_k w_k t'_k z_k
     with T = sum_k w_k t'_k.
     """
+    _wide_vectors()
     nr = M.shape[0]
     for i in range(nr):
         r = r0 + i
@@ -323,6 +335,7 @@ def lce_finish(r0, t, ignore_index, prob, sw, sw_step, w, wsum, eps, n_classes, 
 
 @_jit()
 def _pass2_row(z, i, r, k0, bias, has_bias, t, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale_r, M, S, A, B, P1):
+    _wide_vectors()
     kb = z.shape[0]
     if not stored:
         if has_bias:
@@ -351,6 +364,7 @@ def _pass2_row(z, i, r, k0, bias, has_bias, t, tp, prob, w, wsum, keep, spread, 
 
 @_jit()
 def _pass2_rows(j, Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale, sw, sw_step, M, S, A, B, P1):
+    _wide_vectors()
     nr = Z.shape[0]
     for i in range(j * ROWS_PER_TASK, min(nr, (j + 1) * ROWS_PER_TASK)):
         r = r0 + i
@@ -365,12 +379,14 @@ def _pass2_rows(j, Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, wsum
 def lce_pass2_par(Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale, sw, sw_step, M, S, A, B, P1):
     """The logits block ``Z`` (or, with ``stored``, its exp(Z - M)) becomes the
     block of the gradient with respect to the logits, in place."""
+    _wide_vectors()
     for j in prange((Z.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         _pass2_rows(np.int64(j), Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale, sw, sw_step, M, S, A, B, P1)
 
 
 @_jit()
 def lce_pass2_ser(Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale, sw, sw_step, M, S, A, B, P1):
+    _wide_vectors()
     for j in range((Z.shape[0] + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         _pass2_rows(np.int64(j), Z, r0, k0, bias, has_bias, t, ignore_index, tp, prob, w, wsum, keep, spread, eps, n_classes, stored, scale, sw, sw_step, M, S, A, B, P1)
 
@@ -381,6 +397,7 @@ COLS_PER_TASK = 512
 
 @_jit()
 def _col_sums_span(j, G, out):
+    _wide_vectors()
     c0 = j * COLS_PER_TASK
     c1 = min(G.shape[1], c0 + COLS_PER_TASK)
     acc = np.zeros(c1 - c0)
@@ -396,11 +413,13 @@ def _col_sums_span(j, G, out):
 @_jit(parallel=True)
 def col_sums_par(G, out):
     """``out += G.sum(axis=0)`` accumulated in float64, rows in order."""
+    _wide_vectors()
     for j in prange((G.shape[1] + COLS_PER_TASK - 1) // COLS_PER_TASK):
         _col_sums_span(np.int64(j), G, out)
 
 
 @_jit()
 def col_sums_ser(G, out):
+    _wide_vectors()
     for j in range((G.shape[1] + COLS_PER_TASK - 1) // COLS_PER_TASK):
         _col_sums_span(np.int64(j), G, out)
