@@ -149,7 +149,10 @@ def _wide_vectors(typingctx):
     """Let LLVM vectorise the calling function with 512-bit vectors."""
 
     def codegen(context, builder, signature, args):
-        set.add(builder.function.attributes, _WIDE_VECTORS)
+        try:
+            set.add(builder.function.attributes, _WIDE_VECTORS)
+        except TypeError:  # an llvmlite whose attributes are no longer a set: LLVM's default width
+            pass
         return context.get_dummy_value()
 
     return types.void(), codegen

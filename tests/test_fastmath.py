@@ -128,3 +128,24 @@ def test_log1p_unit_recip(dtype):
     assert _ulp_error(out_log[finite], np.log1p(x64), x.dtype)[x64 > 0].max() <= 4.0  # as flog1p
     assert np.all(out_log[finite][x64 == 0] == 0)
     assert _ulp_error(out_recip[finite], 1.0 / (1.0 + x64), x.dtype).max() <= 3.0
+
+
+def test_kernels_ask_for_wide_vectors():
+    """The loops of the kernels carry LLVM's "prefer-vector-width"="512"
+    (K._wide_vectors): the attribute reaches the compiled module, and a
+    kernel without the call does not get it (so the check can fail)."""
+    x = np.linspace(-3.0, 3.0, 64)
+    out = np.empty_like(x)
+    # compiled here, not loaded from Numba's cache (which keeps no LLVM IR)
+    wide = numba.njit(fastmath=set(K.FASTMATH), error_model="numpy")(K.exp_array.py_func)
+    wide(x, out)
+    np.testing.assert_allclose(out, np.exp(x), rtol=1e-15)
+    assert K._WIDE_VECTORS in wide.inspect_llvm(wide.signatures[0])
+
+    @numba.njit
+    def plain(x, out):
+        for i in range(x.shape[0]):
+            out[i] = K.fexp(x[i])
+
+    plain(x, out)
+    assert K._WIDE_VECTORS not in plain.inspect_llvm(plain.signatures[0])
