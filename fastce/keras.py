@@ -74,7 +74,7 @@ import numpy as np
 from . import _keras_kernels as KK
 from ._config import resolve_n_threads, run_kernel
 from ._validation import as_real_array, check_flag, check_index, check_label_smoothing, loss_input
-from .losses import cross_entropy
+from .losses import binary_cross_entropy_with_logits, cross_entropy
 
 __all__ = ["BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "EPSILON"]
 
@@ -508,6 +508,14 @@ class BinaryCrossentropy(_DenseTargetLoss):
         x3 = x.reshape(shape3)
         y3 = np.ascontiguousarray(yt, dtype=x.dtype).reshape(shape3)
         eps = self.label_smoothing
+        # Smoothed targets, row weights along a middle axis or per-row losses
+        # of several rows would be arrays of y_pred's size around the core
+        # kernel: those take the loop below.
+        one_row = shape3[0] * shape3[2] == 1
+        if self.from_logits and eps == 0.0 and (plan.weights is None or shape3[2] == 1) and (
+            not plan.passthrough or one_row
+        ):
+            return self._logits_core(x3, y3, plan, need_grad, out_dtype, x.shape)
         lo, hi = _bounds(x.dtype)
         rows, total, grad = _run(
             KK.bce_par, KK.bce_ser, self.n_threads, x3, shape3[1], plan, need_grad,
@@ -515,6 +523,32 @@ class BinaryCrossentropy(_DenseTargetLoss):
         )  # fmt: skip
         loss = plan.finish(rows, total, out_dtype)
         return (loss, _grad_out(grad, x.shape, out_dtype)) if need_grad else loss
+
+    def _logits_core(self, x3, y3, plan, need_grad, out_dtype, shape):
+        """``from_logits=True`` without label smoothing: PyTorch's math per
+        element, so the core kernel of
+        :func:`fastce.binary_cross_entropy_with_logits` (vectorised; the loop
+        of :mod:`fastce._keras_kernels` calls libm per element), with the
+        mean over the axis, Keras's row weights and divisor folded into its
+        ``weight`` (one per row, broadcast over the axis)."""
+        n_rows = x3.shape[0] * x3.shape[2]
+        n = x3.shape[1]
+        options = dict(return_grad=need_grad, n_threads=self.n_threads)
+        if plan.weights is None and not plan.passthrough and plan.divisor == n_rows:
+            # Keras's default: the mean over every element
+            out = binary_cross_entropy_with_logits(x3, y3, reduction="mean", **options)
+        else:
+            w = (1.0 / n) if plan.weights is None else plan.weights.reshape(x3.shape[0], 1, x3.shape[2]) / n
+            w = w * plan.scale
+            out = binary_cross_entropy_with_logits(x3, y3, weight=w, reduction="sum", **options)
+        value, grad = out if need_grad else (out, None)
+        if plan.passthrough:  # one row: its loss is the sum
+            value = plan.finish(np.array([value]), 0.0, out_dtype)
+        elif plan.divisor == 0.0:
+            value = out_dtype.type(0.0)  # Keras's divide_no_nan
+        else:
+            value = out_dtype.type(value)
+        return (value, _grad_out(grad, shape, out_dtype)) if need_grad else value
 
 
 class CategoricalCrossentropy(_DenseTargetLoss):
