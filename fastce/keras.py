@@ -510,9 +510,10 @@ class BinaryCrossentropy(_DenseTargetLoss):
         eps = self.label_smoothing
         # Smoothed targets, row weights along a middle axis or per-row losses
         # of several rows would be arrays of y_pred's size around the core
-        # kernel: those take the loop below.
+        # kernel: those take the loop below, and so does an empty axis (whose
+        # mean is NaN there).
         one_row = shape3[0] * shape3[2] == 1
-        if self.from_logits and eps == 0.0 and (plan.weights is None or shape3[2] == 1) and (
+        if self.from_logits and eps == 0.0 and shape3[1] > 0 and (plan.weights is None or shape3[2] == 1) and (
             not plan.passthrough or one_row
         ):
             return self._logits_core(x3, y3, plan, need_grad, out_dtype, x.shape)

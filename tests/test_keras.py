@@ -346,6 +346,18 @@ def test_empty_batch_as_keras():
         np.testing.assert_array_equal(loss, ref.numpy())
 
 
+@pytest.mark.parametrize("shape", [(3, 0), (1, 0), (0,)])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_binary_empty_axis_as_keras(shape, weighted, reduction):
+    """The mean over an empty axis (NaN), with logits: what Keras gives."""
+    sw = np.ones(shape[0]) if weighted and len(shape) == 2 else None
+    z = np.zeros(shape)
+    ours = fk.BinaryCrossentropy(from_logits=True, reduction=reduction)(z, z, sample_weight=sw)
+    ref = keras.losses.BinaryCrossentropy(from_logits=True, reduction=reduction, dtype="float64")(z, z, sample_weight=sw)
+    np.testing.assert_array_equal(ours, ref.numpy())
+
+
 # ---------------------------------------------------------------------------
 # dtype, label conversion, options
 
