@@ -315,6 +315,13 @@ def _core(loss, x3, target, plan, need_grad, out_dtype, shape, **options):
         return_grad=need_grad, n_threads=loss.n_threads, **options,
     )  # fmt: skip
     value, grad = out if need_grad else (out, None)
+    return _core_result(plan, value, grad, need_grad, out_dtype, shape)
+
+
+def _core_result(plan, value, grad, need_grad, out_dtype, shape):
+    """What Keras returns from a core kernel's result run with the row
+    weights and divisor folded in: ``value`` the per-row losses (when
+    ``plan.passthrough``) or their weighted sum, already divided."""
     if plan.passthrough:
         value = plan.finish(np.asarray(value), 0.0, out_dtype)
     elif plan.divisor == 0.0:
@@ -541,17 +548,15 @@ class BinaryCrossentropy(_DenseTargetLoss):
             # Keras's default: the mean over every element
             out = binary_cross_entropy_with_logits(x3, y3, reduction="mean", **options)
         else:
-            w = (1.0 / n) if plan.weights is None else plan.weights.reshape(x3.shape[0], 1, x3.shape[2]) / n
-            w = w * plan.scale
+            fw = plan.folded_weights()
+            if isinstance(fw, np.ndarray):
+                fw = fw.reshape(x3.shape[0], 1, x3.shape[2])
+            w = (1.0 if fw is None else fw) / n
             out = binary_cross_entropy_with_logits(x3, y3, weight=w, reduction="sum", **options)
         value, grad = out if need_grad else (out, None)
         if plan.passthrough:  # one row: its loss is the sum
-            value = plan.finish(np.array([value]), 0.0, out_dtype)
-        elif plan.divisor == 0.0:
-            value = out_dtype.type(0.0)  # Keras's divide_no_nan
-        else:
-            value = out_dtype.type(value)
-        return (value, _grad_out(grad, shape, out_dtype)) if need_grad else value
+            value = np.array([value])
+        return _core_result(plan, value, grad, need_grad, out_dtype, shape)
 
 
 class CategoricalCrossentropy(_DenseTargetLoss):
