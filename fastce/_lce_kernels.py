@@ -28,7 +28,10 @@ The numerics are those of :func:`fastce.cross_entropy`: one maximum term is
 kept out of the sum, ``lse = M + log1p(S + C - 1)``, and the target's
 gradient entry is computed without cancellation when the target holds the
 maximum. Every helper a kernel calls lives in this file (Numba's cache is
-keyed on the kernel's file), hence the copy of the vectorisable exp.
+keyed on the kernel's file), hence the copy of the vectorisable exp. The
+one exception is :func:`fastce._kernels._wide_vectors`, which computes
+nothing: it only marks the calling function for 512-bit vectors (an edit
+to it reaches these kernels once their cache is cleared).
 """
 
 import math
