@@ -161,10 +161,10 @@ def warmup(args):
             fastce.softmax(x, axis=1)
             fastce.log_softmax(x, axis=1)
             fastce.sigmoid(x)
-        # class-index targets without weights: kernels generated per class count, 2 to 12
+        # class-index targets without weights: kernels generated per class count, 2 to 14
         from fastce._kernels import CE_LANES_MAX_CLASSES
 
-        for n_classes in range(3, CE_LANES_MAX_CLASSES + 1):
+        for n_classes in range(3, CE_LANES_MAX_CLASSES[np.dtype(dtype)] + 1):
             for n in (4, big):
                 fastce.cross_entropy(np.zeros((n, n_classes), dtype), np.zeros(n, dtype=np.intp), return_grad=True)
         # few long rows: the segment kernels

@@ -1705,7 +1705,8 @@ def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, 
 # that, so the tile function is generated per class count, on first use, and
 # compiled from _kernels.py's file name so that Numba caches it like the
 # rest. Same formulas and order of operations as _ce_index_tile with w = 1,
-# eps = 0 and sample weights 1.
+# eps = 0 and sample weights 1, except that each row's loss is rounded to the
+# dtype before the float64 sum (see below).
 #
 # Only the tile function is generated. The blocks and the serial and parallel
 # drivers are compiled once per dtype and call the tile function of the
@@ -1714,39 +1715,44 @@ def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, 
 # inlined tile body three more times, 7.3 s of compilation per class count
 # and dtype instead of about 1.5 s (2026-12-04).
 
-# Class counts of ce_index_lanes. Measured per row of a whole call (16,384 rows, one thread, in cache,
-# loss+gradient, ns, general tiles of 5efb335 / ce_index_lanes): float32 C=2 13.5/9.6, C=5 19.4/13.2,
-# C=10 24.7/19.6, C=12 27.2/23.7, C=13 32.9/28.6, C=14 46/122; float64 C=2 14.2/11.3, C=6
-# 21.4/17.8, C=10 31.8/27.9, C=12 36.1/35.9, C=14 40.6/140 (from 14 classes on, LLVM no longer
-# keeps the gradient loop in registers).
-CE_LANES_MAX_CLASSES = 12
+# The tile function takes the lanes' targets as int32 (-1 for an ignored
+# row) and gives their losses in the tile's dtype, copied and summed in
+# float64 by the block: with the int64 targets and float64 losses of the
+# caller, every type of the loop was 64 bits wide and LLVM ran a float32 tile
+# 8 lanes at a time, in halves of vectors. With 32-bit types throughout it
+# takes 16 lanes per vector; the sums, log1p and division stay float64.
+# Per row of a whole call (16,384 rows, one thread, in cache, loss+gradient,
+# ns, int64 targets and float64 losses / int32 and the tile's dtype;
+# 2026-12-04, Intel host): float32 C=2 8.5/7.4, C=5 12.8/10.1, C=8 22.4/14.1,
+# C=10 25.5/17.2, C=12 33/21; float64 C=10 32/32, C=12 36/39.
+# Class counts of ce_index_lanes, per dtype: beyond these LLVM spills the
+# written-out gradient loop (float32 C=15 157 ns, float64 C=14 47-50 against
+# 46 ns for the general tiles; float32 C=14 32-34 against 37, float64 C=13 41
+# against 43).
+CE_LANES_MAX_CLASSES = {np.dtype(np.float32): 14, np.dtype(np.float64): 13}
 
 
 def _lanes_tile_types(dtype):
     """Argument types of the generated tile functions for tiles of ``dtype``
-    (a Numba float type): ``(T, nb, t, r, ignore_index, scale, need_grad, lo)``.
-    The targets ``t`` are typed read-only and possibly unaligned, which covers
-    every flag of the caller's targets (arrays have one data model whatever
-    their flags)."""
+    (a Numba float type): ``(T, nb, y, scale, need_grad, lo)``, with ``y`` the
+    int32 targets of the lanes (-1 for an ignored one) and ``lo`` the losses
+    of the lanes, of T's dtype."""
     return (
-        types.Array(dtype, 2, "C"), types.int64, types.Array(types.int64, 1, "C", readonly=True, aligned=False),
-        types.int64, types.int64, types.float64, types.boolean, types.Array(types.float64, 1, "C"),
+        types.Array(dtype, 2, "C"), types.int64, types.Array(types.int32, 1, "C"), types.float64, types.boolean,
+        types.Array(dtype, 1, "C"),
     )  # fmt: skip
 
 
 @intrinsic
-def _call_lanes_tile(typingctx, addr, T, nb, t, r, ignore_index, scale, need_grad, lo):
+def _call_lanes_tile(typingctx, addr, T, nb, y, scale, need_grad, lo):
     """Call the generated tile function at address ``addr`` (Numba's own
     calling convention, as for a first-class function) on the other
-    arguments, whose types must be :func:`_lanes_tile_types` of T's dtype
-    (``t`` with any flags)."""
+    arguments, whose types must be :func:`_lanes_tile_types` of T's dtype."""
     if not (isinstance(addr, types.Integer) and isinstance(T, types.Array) and T.dtype in (types.float32, types.float64)):
         return None
     callee = _lanes_tile_types(T.dtype)
-    argtys = (T, nb, t, r, ignore_index, scale, need_grad, lo)
-    if not isinstance(t, types.Array) or (t.dtype, t.ndim, t.layout) != (types.int64, 1, "C"):
-        return None
-    if argtys[:2] + argtys[3:] != callee[:2] + callee[3:]:
+    argtys = (T, nb, y, scale, need_grad, lo)
+    if argtys != callee:
         return None
 
     def codegen(context, builder, signature, args):
@@ -1764,21 +1770,21 @@ def _ce_lanes_source(c):
     """Python source of the tile function of :func:`ce_index_lanes` for ``c`` classes."""
     ks = range(c)
     head = [
-        f"def _ce_lanes_tile_{c}(T, nb, t, r, ignore_index, scale, need_grad, lo):",
+        f"def _ce_lanes_tile_{c}(T, nb, t, scale, need_grad, lo):",
         "    _wide_vectors()",
         "    zero = T.dtype.type(0.0)",
         "    sc = T.dtype.type(scale)",
     ]
     body = [f"        v{k} = T[{k}, i]" for k in ks]
     body += ["        m = v0"] + [f"        m = _maxnum(m, v{k})" for k in ks[1:]]
-    body += ["        y = t[r + i]", "        xy = v0"] + [f"        xy = v{k} if y == {k} else xy" for k in ks[1:]]
+    body += ["        y = t[i]", "        xy = v0"] + [f"        xy = v{k} if y == {k} else xy" for k in ks[1:]]
     body += [f"        e{k} = fexp(v{k} - m)" for k in ks]
     body += ["        s = 0.0", "        cnt = 0.0"]
     for k in ks:
         body += [f"        s += 0.0 if v{k} == m else np.float64(e{k})", f"        cnt += 1.0 if v{k} == m else 0.0"]
     body += [
         "        sp = s + (cnt - 1.0)",
-        "        valid = y != ignore_index",
+        "        valid = y >= 0",
         "        value = (np.float64(m) - np.float64(xy)) + flog1p(sp)",
         "        lo[i] = value if valid else 0.0",
     ]
@@ -1857,15 +1863,19 @@ def _ce_lanes_block(j, tile, x3, t, ignore_index, scale, need_grad, loss_rows, n
     r0 = j * block
     r1 = min(x3.shape[0], r0 + block)
     T = np.empty((x3.shape[1], LANES), dtype=x3.dtype)
-    lo = np.empty(LANES)
     lane_acc = np.zeros(LANES)
+    y = np.empty(LANES, dtype=np.int32)
+    lo = np.empty(LANES, dtype=x3.dtype)
     r = r0
     while r < r1:
         nb = min(LANES, r1 - r)
         if need_grad:
             _prefetch_tile_out(grad3, r)
         _tile_in(x3, r, 0, nb, T)
-        _call_lanes_tile(tile, T, nb, t, r, ignore_index, scale, need_grad, lo)
+        for i in range(nb):
+            ti = t[r + i]
+            y[i] = -1 if ti == ignore_index else np.int32(ti)
+        _call_lanes_tile(tile, T, nb, y, scale, need_grad, lo)
         if need_grad:
             _tile_out(T, r, 0, nb, grad3)
         _tile_losses(lo.reshape((1, LANES)), nb, lane_acc, loss_rows, need_rows, r)

@@ -272,7 +272,7 @@ def cross_entropy(
             )  # fmt: skip
         elif (
             weight is None and eps == 0.0 and sample_weight is None and x3.shape[2] == 1
-            and 2 <= n_classes <= K.CE_LANES_MAX_CLASSES
+            and 2 <= n_classes <= K.CE_LANES_MAX_CLASSES[x3.dtype]
         ):  # fmt: skip
             run_kernel(
                 K.ce_lanes_par, K.ce_lanes_ser, n_threads, x.size, K.ce_index_lanes(n_classes, x3.dtype.type),

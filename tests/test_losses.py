@@ -150,18 +150,20 @@ def test_cross_entropy_tiles_and_rows(n_classes, dtype, prob):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_classes", [2, 3, 7, 10, 12])
+@pytest.mark.parametrize("n_classes", [2, 3, 7, 10, "max"])
 def test_cross_entropy_lanes_kernels(n_classes, dtype):
     # Class-index targets without class weights, label smoothing or sample
-    # weights, 2 to 12 classes: kernels generated per class count
-    # (fastce._kernels.ce_index_lanes). Against the float64 formulas, with
+    # weights, 2 to CE_LANES_MAX_CLASSES classes: kernels generated per class
+    # count (fastce._kernels.ce_index_lanes). Against the float64 formulas, with
     # ignored rows, ties at the maximum, targets at the maximum and masked
     # (-inf) logits; rows with a NaN or a +inf logit as the general tile
     # kernel (taken with weight=ones) gives them; a partial tile, serial and
     # parallel kernels, loss alone and with its gradient.
     from fastce import _kernels as K
 
-    assert 2 <= n_classes <= K.CE_LANES_MAX_CLASSES
+    if n_classes == "max":
+        n_classes = K.CE_LANES_MAX_CLASSES[np.dtype(dtype)]
+    assert 2 <= n_classes <= K.CE_LANES_MAX_CLASSES[np.dtype(dtype)]
     rng = np.random.default_rng(n_classes)
     for n_rows in (301, 40_000 // n_classes + 7):
         x = (3.0 * rng.standard_normal((n_rows, n_classes))).astype(dtype)
@@ -177,8 +179,16 @@ def test_cross_entropy_lanes_kernels(n_classes, dtype):
             assert_close(loss, rl, dtype)
             assert_close(grad, rg, dtype)
             assert_close(fastce.cross_entropy(x, t, reduction=reduction), rl, dtype)
+        # an ignore_index that is also a class, and one beyond int32 (the
+        # tile functions take the targets as int32, -1 for ignored)
+        for ignore_index in (1, 2**40):
+            tk = np.where(t == -100, ignore_index, t)
+            for reduction in ("mean", "none"):
+                loss, grad = fastce.cross_entropy(x, tk, ignore_index=ignore_index, reduction=reduction, return_grad=True)
+                rl, rg = R.cross_entropy(x, tk, None, ignore_index, reduction, 0.0)
+                assert_close(loss, rl, dtype)
+                assert_close(grad, rg, dtype)
         # read-only logits and targets, and unaligned targets, give the same
-        # (the tile functions take the targets typed read-only and unaligned)
         xr, tr = x.copy(), t.copy()
         xr.setflags(write=False)
         tr.setflags(write=False)
