@@ -1119,21 +1119,30 @@ def _ce_prob_row(x, t, w, eps, scale, g, need_grad, e, d, d2):
 _GATHER_ROW_BYTES = 40
 
 
-# Rows of at most this many bytes are moved between the input and a full tile
-# by an in-register transpose: one vector load of VL rows (VL = the lanes of
-# a 64-byte vector), one shuffle per class (LLVM's shufflevector, lowered to
-# permutes), one vector store per class; and back the same way. Measured on
-# the copy in and out of 10**6 rows, one core (old gather / transpose, ms):
-# float32 C=2 2.5/0.33, C=3 4.0/0.70, C=5 5.3/1.6, C=8 8.0/3.1, C=10 10/3.9,
-# C=12 9.7/5.5, C=16 15/25 (LLVM's lowering of the wider shuffles
-# collapses); float64 C=2 2.7/0.93, C=3 3.7/1.7, C=5 5.7/3.5, C=8 7.2/6.1,
-# C=12 13/19.
-_SHUFFLE_ROW_BYTES = 48
+# Rows of at most this many classes (float32, float64) are moved between the
+# input and a full tile by an in-register transpose: one vector load of VL
+# rows (VL = the lanes of a 64-byte vector), one shuffle per class (LLVM's
+# shufflevector, lowered to permutes), one vector store per class; and back
+# the same way. Measured on the copy in and out of 10**6 rows, one core (old
+# gather / transpose, ms): float32 C=2 2.5/0.33, C=3 4.0/0.70, C=5 5.3/1.6,
+# C=8 8.0/3.1, C=10 10/3.9, C=12 9.7/5.5; float64 C=2 2.7/0.93, C=3
+# 3.7/1.7, C=5 5.7/3.5, C=8 7.2/6.1, C=12 13/19 (2026-11). The limits were
+# 48 bytes (12 float32, 6 float64 classes) until the whole calls were
+# measured on 2026-12-04 (Intel host, LLVM of numba 0.68, 16,384 rows in
+# cache, one thread, ns per row of softmax / cross_entropy + gradient,
+# without / with the transpose): float64 C=7 -/21 against 26-27 for
+# cross_entropy, C=10 23-25/31.7-33.7 against 19.5/28.6-29.8, C=13
+# 29.7/42-43 against 25-26/38-39, C=14 31.7-33/43-46 against 29/43;
+# float32 C=13 23/28.5-28.8 against 19-20/24, C=14 25.5-26/31.3 against
+# 19-22/25.7-26.6; beyond 14 classes mixed (float32 C=16 25.7/37.7 against
+# 27.1/36.5).
+_SHUFFLE_MAX_F32 = 14
+_SHUFFLE_MAX_F64 = 14
 
 
 def _shuffle_row_classes(dtype):
     """The class counts that :func:`_rows_to_tile` handles for ``dtype``."""
-    return range(1, _SHUFFLE_ROW_BYTES * 8 // dtype.bitwidth + 1)
+    return range(1, (_SHUFFLE_MAX_F32 if dtype.bitwidth == 32 else _SHUFFLE_MAX_F64) + 1)
 
 
 def _transpose_codegen(to_tile):
@@ -1285,7 +1294,7 @@ def _tile_in(x3, n, s, nb, T):
     _wide_vectors()
     n_classes = x3.shape[1]
     if x3.shape[2] == 1:
-        if nb == LANES and n_classes * x3.itemsize <= _SHUFFLE_ROW_BYTES:
+        if nb == LANES and n_classes <= (_SHUFFLE_MAX_F32 if x3.itemsize == 4 else _SHUFFLE_MAX_F64):
             vl = 64 // x3.itemsize
             for i0 in range(0, LANES, vl):
                 _rows_to_tile(x3, (n + i0) * n_classes, T, i0)
@@ -1309,7 +1318,7 @@ def _tile_out(T, n, s, nb, g3):
     _wide_vectors()
     n_classes = g3.shape[1]
     if g3.shape[2] == 1:
-        if nb == LANES and n_classes * g3.itemsize <= _SHUFFLE_ROW_BYTES:
+        if nb == LANES and n_classes <= (_SHUFFLE_MAX_F32 if g3.itemsize == 4 else _SHUFFLE_MAX_F64):
             vl = 64 // g3.itemsize
             for i0 in range(0, LANES, vl):
                 _tile_to_rows(T, i0, g3, (n + i0) * n_classes)
