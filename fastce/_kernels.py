@@ -1120,29 +1120,100 @@ _GATHER_ROW_BYTES = 40
 
 
 # Rows of at most this many classes (float32, float64) are moved between the
-# input and a full tile by an in-register transpose: one vector load of VL
-# rows (VL = the lanes of a 64-byte vector), one shuffle per class (LLVM's
-# shufflevector, lowered to permutes), one vector store per class; and back
-# the same way. Measured on the copy in and out of 10**6 rows, one core (old
-# gather / transpose, ms): float32 C=2 2.5/0.33, C=3 4.0/0.70, C=5 5.3/1.6,
-# C=8 8.0/3.1, C=10 10/3.9, C=12 9.7/5.5; float64 C=2 2.7/0.93, C=3
-# 3.7/1.7, C=5 5.7/3.5, C=8 7.2/6.1, C=12 13/19 (2026-11). The limits were
-# 48 bytes (12 float32, 6 float64 classes) until the whole calls were
-# measured on 2026-12-04 (Intel host, LLVM of numba 0.68, 16,384 rows in
-# cache, one thread, ns per row of softmax / cross_entropy + gradient,
-# without / with the transpose): float64 C=7 -/21 against 26-27 for
-# cross_entropy, C=10 23-25/31.7-33.7 against 19.5/28.6-29.8, C=13
-# 29.7/42-43 against 25-26/38-39, C=14 31.7-33/43-46 against 29/43;
-# float32 C=13 23/28.5-28.8 against 19-20/24, C=14 25.5-26/31.3 against
-# 19-22/25.7-26.6; beyond 14 classes mixed (float32 C=16 25.7/37.7 against
-# 27.1/36.5).
-_SHUFFLE_MAX_F32 = 14
-_SHUFFLE_MAX_F64 = 14
+# input and a full tile by an in-register transpose (_rows_to_tile and
+# _tile_to_rows), and back. Other rows of at most _GATHER_ROW_BYTES by
+# strided loads, longer ones row by row. History: the transpose first took
+# rows of up to 48 bytes (12 float32, 6 float64 classes), each class one
+# shuffle of all the VL rows loaded as one vector (copy in and out of 10**6
+# rows, one core, old gather / transpose, ms: float32 C=3 4.0/0.70, C=10
+# 10/3.9; float64 C=8 7.2/6.1, C=12 13/19; 2026-11); then rows of up to 14
+# classes, once whole calls were timed (2026-12-04, Intel host, 16,384 rows
+# in cache, one thread, ns per row of softmax / cross_entropy + gradient,
+# before / after: float64 C=10 23-25/32-34 -> 19.5/29, C=13 30/42-43 ->
+# 25/38-39; float32 C=13 23/29 -> 19-20/24, C=14 26/31 -> 19-22/26-27);
+# then, with the square blocks below, 32 float32 and 16 float64 classes
+# (same measure, rows by row / blocks: float32 C=16 28/39-40 -> 18.5-21/
+# 32-33, C=20 34.5-36.5/47-53 -> 23-26/39-41, C=32 52-59/65-75 ->
+# 43.5-45/58.5; float64 C=16 37-39/48-50 -> 32-34.5/47-50). Each class
+# count is a case of the transpose's switch, compiled into every tile
+# kernel: the first softmax call in a cold cache compiled in 5.9 s with
+# direct shuffles up to 14/14 classes, and with blocks in 5.7 s up to 14/14,
+# 6.9 s up to 24/16, 8.9 s up to 32/16, 18.5 s up to 64/64.
+_SHUFFLE_MAX_F32 = 32
+_SHUFFLE_MAX_F64 = 16
 
 
 def _shuffle_row_classes(dtype):
     """The class counts that :func:`_rows_to_tile` handles for ``dtype``."""
     return range(1, (_SHUFFLE_MAX_F32 if dtype.bitwidth == 32 else _SHUFFLE_MAX_F64) + 1)
+
+
+# From this many classes on (float32, float64) the transpose goes through
+# square blocks instead: each of the VL rows is one masked vector load of
+# (up to) VL classes, the VL x VL block is transposed in log2(VL) stages of
+# two-source shuffles (Eklundh's scheme; VL of them per stage, fewer in the
+# last one, which forms only the classes needed), and each class is one
+# vector store; back the same way with masked stores. Rows of more than VL
+# classes (float32 from 17, float64 from 9) take a block per VL classes.
+# Instructions per VL rows, in + out, direct shuffles / blocks (LLVM of
+# numba 0.68, rocketlake): float32 C=5 136/136, C=10 458/188, C=14
+# 911/213; float64 C=5 132/81, C=10 301/138; C=2-4 fewer the direct way.
+# Whole calls, ns per row as above, direct / blocks, two runs each
+# (2026-12-04): float32 C=5-6 even, C=8 9.7-10.7/13.7-14.4 ->
+# 9.3-10.2/13.5-14.1, C=10 13.2-13.9/16.9-18 -> 11.5-11.7/16.1-16.2, C=14
+# 19.7-21.3/25.5-26.7 -> 15.5-17/22.2-22.8; float64 C=5 10.7-10.9/
+# 15.7-17.3 -> 9.2-10/15.3-15.7, C=10 21.3-21.4/29.9-30.8 ->
+# 19.3-20.5/29.2-29.5, C=14 31-33.4/45 -> 27.2-27.4/42.3-44.3.
+_BLOCK_MIN_F32 = 5
+_BLOCK_MIN_F64 = 5
+
+
+def _eklundh(builder, vecs, keep):
+    """Transpose the square block of the n vectors ``vecs`` of n lanes each
+    (n a power of two; None for an undefined vector): the first ``keep``
+    vectors of the transpose (vector k holds lane k of every input)."""
+    n = len(vecs)
+    vt = next(v.type for v in vecs if v is not None)
+    rows = [ir.Constant(vt, ir.Undefined) if v is None else v for v in vecs]
+    i32v = ir.VectorType(ir.IntType(32), n)
+    stages = n.bit_length() - 1
+    for stage in range(stages):
+        d = 1 << stage
+        last = stage == stages - 1
+        lo = ir.Constant(i32v, [(q if not q & d else n + q - d) for q in range(n)])
+        hi = ir.Constant(i32v, [(q + d if not q & d else n + q) for q in range(n)])
+        new = list(rows)
+        for r in range(n):
+            if r & d:
+                continue
+            if not last or r < keep:
+                new[r] = builder.shuffle_vector(rows[r], rows[r + d], lo)
+            if not last or r + d < keep:
+                new[r + d] = builder.shuffle_vector(rows[r], rows[r + d], hi)
+        rows = new
+    return rows[:keep]
+
+
+def _lane_mask(n, count):
+    """The <n x i1> constant of the first ``count`` lanes."""
+    return ir.Constant(ir.VectorType(ir.IntType(1), n), [q < count for q in range(n)])
+
+
+def _masked_load(builder, ptr, vt, count, align):
+    """``llvm.masked.load`` of the first ``count`` lanes of a ``vt`` at ``ptr`` (the others undefined)."""
+    suffix = "f32" if isinstance(vt.element, ir.FloatType) else "f64"
+    fnty = ir.FunctionType(vt, [ptr.type, ir.IntType(32), ir.VectorType(ir.IntType(1), vt.count), vt])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{vt.count}{suffix}.p0")
+    return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), align), _lane_mask(vt.count, count), ir.Constant(vt, ir.Undefined)])
+
+
+def _masked_store(builder, value, ptr, count, align):
+    """``llvm.masked.store`` of the first ``count`` lanes of ``value`` at ``ptr``."""
+    vt = value.type
+    suffix = "f32" if isinstance(vt.element, ir.FloatType) else "f64"
+    fnty = ir.FunctionType(ir.VoidType(), [vt, ptr.type, ir.IntType(32), ir.VectorType(ir.IntType(1), vt.count)])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{vt.count}{suffix}.p0")
+    builder.call(fn, [value, ptr, ir.Constant(ir.IntType(32), align), _lane_mask(vt.count, count)])
 
 
 def _transpose_codegen(to_tile):
@@ -1179,7 +1250,23 @@ def _transpose_codegen(to_tile):
                 off = builder.mul(row_stride, ir.Constant(row_stride.type, k))
                 return builder.bitcast(builder.gep(tile_base, [off]), narrow.as_pointer())
 
-            if to_tile:
+            if c >= (_BLOCK_MIN_F32 if dtype.bitwidth == 32 else _BLOCK_MIN_F64):
+                for q in range(0, c, vl):  # the block of classes [q, q + kc)
+                    kc = min(vl, c - q)
+
+                    def row_ptr(j):
+                        return builder.bitcast(builder.gep(rows_ptr, [ir.Constant(base.type, j * c + q)]), narrow.as_pointer())
+
+                    if to_tile:
+                        rows = [_masked_load(builder, row_ptr(j), narrow, kc, align) for j in range(vl)]
+                        for k, col in enumerate(_eklundh(builder, rows, kc)):
+                            builder.store(col, class_ptr(q + k), align=align)
+                    else:
+                        cols = [builder.load(class_ptr(q + k), align=align) for k in range(kc)]
+                        rows = _eklundh(builder, cols + [None] * (vl - kc), vl)
+                        for j in range(vl):
+                            _masked_store(builder, rows[j], row_ptr(j), kc, align)
+            elif to_tile:
                 rows = builder.load(builder.bitcast(rows_ptr, wide.as_pointer()), align=align)
                 for k in range(c):
                     mask = ir.Constant(ir.VectorType(ir.IntType(32), vl), [j * c + k for j in range(vl)])

@@ -129,12 +129,13 @@ def test_cross_entropy_torch_parity(torch, shape, dtype, reduction, weighted,
 
 @pytest.mark.parametrize("prob", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_classes", [1, 2, 3, 6, 7, 10, 14, 15, 48, 49, 64, 65, 128, 129])
+@pytest.mark.parametrize("n_classes", [1, 2, 3, 4, 5, 8, 9, 10, 16, 17, 32, 33, 48, 49, 64, 65, 128, 129])
 def test_cross_entropy_tiles_and_rows(n_classes, dtype, prob):
     # Rows of up to 512 bytes (64 float64, 128 float32 elements) go through
-    # tiles of 64 rows, longer ones row by row; rows of up to 14 classes
-    # enter and leave full tiles by an
-    # in-register transpose, others element by element: both sides of every
+    # tiles of 64 rows, longer ones row by row; rows of up to 32 float32 or
+    # 16 float64 classes enter and leave full tiles by an in-register
+    # transpose (from 5 classes on by square blocks of 16 float32 or 8
+    # float64 classes), others element by element: both sides of every
     # limit, with several tiles and a partial one, weights, label smoothing
     # and an ignored class, against the float64 formulas; serial and
     # parallel kernels.
