@@ -1,5 +1,7 @@
 """Fused loss + gradient: fastce against PyTorch (forward + backward) and scikit-learn's private _loss."""
 
+import numpy as np
+
 from . import common
 
 
@@ -51,6 +53,34 @@ class BinaryCrossEntropyWithLogits(_LossGrad):
         self._setup((size,), dtype, threads, peer, common.binary_targets(size, dtype))
 
     def time_loss_grad(self, size, dtype, threads, peer):
+        self.fn()
+
+
+class CrossEntropyClasses:
+    """cross_entropy loss and gradient into a reused gradient (grad_out=),
+    one thread, about 4 million logits, by class count: the layouts that
+    fastce chooses by row length (tiles of rows, generated kernels, in-register
+    transposes, rows one at a time), without the page faults of a fresh
+    gradient."""
+
+    params = [common.CLASS_COUNTS, list(common.DTYPES)]
+    param_names = ["classes", "dtype"]
+    timeout = 300
+
+    def setup(self, classes, dtype):
+        import fastce
+
+        n_rows = max(1, common.CLASS_COUNT_ELEMENTS // classes)
+        x = common.logits((n_rows, classes), dtype)
+        t = common.class_targets(n_rows, classes)
+        g = np.empty_like(x)
+        self.fn = lambda: fastce.cross_entropy(x, t, return_grad=True, grad_out=g, n_threads=1)
+        self.fn()
+
+    def teardown(self, *params):
+        self.__dict__.pop("fn", None)
+
+    def time_loss_grad_out(self, classes, dtype):
         self.fn()
 
 

@@ -32,12 +32,19 @@ if SMALL:
     BCE_SIZES = [100_000]
     PRIMITIVE_SHAPES = [(10_000, 10), (1_000, 1_000)]
     THREADS = [1]  # scipy.special's benchmarks run on one thread only
+    CLASS_COUNT_ELEMENTS = 1 << 16
 else:
     CE_SHAPES = [(1_000_000, 10), (200_000, 100), (100_000, 1_000), (4_096, 50_000)]
     PEAKMEM_CE_SHAPES = [(1_000_000, 10), (100_000, 1_000)]
     BCE_SIZES = [10_000_000]
     PRIMITIVE_SHAPES = [(1_000_000, 10), (100_000, 1_000)]
     THREADS = [1, 2]
+    CLASS_COUNT_ELEMENTS = 1 << 22
+# cross_entropy by class count: each side of the limits of the tile kernels
+# (the generated kernels up to 13-14 classes, the square-block transposes
+# from 5 classes, the transposes up to 16 float64 / 32 float32 classes,
+# tiles up to 512-byte rows)
+CLASS_COUNTS = [3, 10, 14, 16, 32, 64, 200]
 LOSS_PEERS = ["fastce", "torch", "sklearn"]
 PRIMITIVE_PEERS = ["fastce", "torch", "scipy"]
 
