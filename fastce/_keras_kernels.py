@@ -18,17 +18,23 @@ Conventions are those of :mod:`fastce._kernels`:
 * Row weights ``sw`` are float64 with stride ``sw_step`` (0: one weight for
   all rows). A row's loss is multiplied by its weight; its gradient by
   ``scale`` times its weight (``scale`` is 1 or 1 / the reduction's divisor).
-* This module is self-contained (its own helpers): Numba's cache is keyed on
-  the file of a kernel, so helpers inlined from another file would not
-  invalidate it when edited.
+* The binary cross-entropy on probabilities takes the vectorisable ``flog``
+  and ``flog1p`` of :mod:`fastce._kernels`. Numba's cache is keyed on the
+  file of a kernel, not on the files of the helpers it inlines, so every
+  kernel here is compiled with ``_jit(follows=True)``, which keys its cache
+  on :mod:`fastce._kernels`'s contents too.
 """
 
+import functools
 import math
 
 import numpy as np
 from numba import prange
 
-from ._kernels import _jit
+from . import _kernels
+from ._kernels import flog, flog1p
+
+_jit = functools.partial(_kernels._jit, follows=True)
 
 # ---------------------------------------------------------------------------
 # scalar helpers
@@ -112,8 +118,69 @@ def _bce_prob_elem(p, y, lo, hi, need_grad):
     return loss, grad
 
 
+# Elements per chunk of the vectorised loop of the binary cross-entropy on
+# probabilities: its losses go to a buffer of this size, then to a float64 sum.
+BCE_CHUNK = 1024
+
+
+@_jit()
+def _bce_prob_chunk(xf, yf, k0, m, keep, half, lo, hi, gs, need_grad, gf, buf):
+    """:func:`_bce_prob_elem` on the ``m`` elements from ``k0`` of the flat
+    inputs: losses into ``buf``, gradients times ``gs`` into ``gf``. No
+    branch in the loop (the skipped terms are selects), and flog / flog1p
+    instead of libm's, so that LLVM vectorises it."""
+    _kernels._wide_vectors()
+    for i in range(m):
+        p = np.float64(xf[k0 + i])
+        yk = keep * np.float64(yf[k0 + i]) + half
+        c = _clip(p, lo, hi)
+        log_c = max(flog(c), -100.0)
+        log_1c = max(flog1p(-c), -100.0)
+        buf[i] = -(yk * log_c if yk != 0.0 else 0.0) - ((1.0 - yk) * log_1c if yk != 1.0 else 0.0)
+        if need_grad:
+            gf[k0 + i] = gs * (_inside(p, lo, hi) * (c - yk) / max((1.0 - c) * c, 1e-12))
+
+
+@_jit(reduce=True)
+def _sum_first(a, m):
+    """float64 sum of a[:m] (vectorised)."""
+    s = 0.0
+    for i in range(m):
+        s += a[i]
+    return s
+
+
+@_jit()
+def _bce_prob_rows(j, x, y, keep, half, lo, hi, sw, sw_step, scale, need_grad, loss_rows, need_rows, grad, block):
+    """:func:`_bce_block` on probabilities for rows of contiguous elements
+    (x of shape (A, C, 1)), by chunks of BCE_CHUNK elements."""
+    n_rows = x.shape[0]
+    n = x.shape[1]
+    inv_n = 1.0 / n
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    gf = grad.reshape(grad.size)
+    buf = np.empty(min(n, BCE_CHUNK))
+    acc = 0.0
+    for r in range(j * block, min(n_rows, (j + 1) * block)):
+        sr = sw[r * sw_step]
+        gs = scale * sr * inv_n
+        total = 0.0
+        for k0 in range(r * n, (r + 1) * n, BCE_CHUNK):
+            m = min(BCE_CHUNK, (r + 1) * n - k0)
+            _bce_prob_chunk(xf, yf, k0, m, keep, half, lo, hi, gs, need_grad, gf, buf)
+            total += _sum_first(buf, m)
+        loss = sr * (total * inv_n)
+        if need_rows:
+            loss_rows[r] = loss
+        acc += loss
+    return acc
+
+
 @_jit()
 def _bce_block(j, logits, x, y, keep, half, lo, hi, sw, sw_step, scale, need_grad, loss_rows, need_rows, grad, block):
+    if not logits and x.shape[2] == 1:
+        return _bce_prob_rows(j, x, y, keep, half, lo, hi, sw, sw_step, scale, need_grad, loss_rows, need_rows, grad, block)
     n_rows = x.shape[0] * x.shape[2]
     width = x.shape[2]
     n = x.shape[1]

@@ -18,9 +18,13 @@ Conventions
   lets LLVM use 512-bit vectors in it (see there).
 * All helpers live in this one module: Numba's cache is keyed on the file of
   the kernel, so editing a helper here invalidates every cached kernel.
+  Kernels of other modules that inline helpers of this one are compiled with
+  ``_jit(follows=True)``, which keys their cache on this file's contents as
+  well (see :func:`_jit`).
 """
 
 import functools
+import hashlib
 import math
 import os
 import threading
@@ -48,16 +52,41 @@ FASTMATH_REDUCE = FASTMATH | {"reassoc"}
 _cache = cache_enabled()
 
 
-def _jit(parallel=False, reduce=False):
+def _source_digest():
+    """A digest of this file's contents (its version string if unreadable)."""
+    try:
+        with open(__file__, "rb") as f:
+            return hashlib.blake2b(f.read(), digest_size=6).hexdigest()
+    except OSError:  # pragma: no cover - a package without its sources
+        from ._version import __version__
+
+        return __version__.replace(".", "_").replace("+", "_")
+
+
+# Numba's cache checks only the stamp (time and size) of the file that
+# defines a function, not those of the functions it inlines from other
+# files. A kernel of another module that inlines a helper of this one (fexp,
+# flog, ...) would keep its cached code when the helper changes. For those,
+# _jit(follows=True) puts this digest into the function's __qualname__,
+# which names its cache files: a change here makes them new files.
+SOURCE_DIGEST = _source_digest()
+
+
+def _jit(parallel=False, reduce=False, follows=False):
     """``numba.njit`` with fastce's options, caching when a cache folder is usable.
 
     ``reduce=True`` adds re-association (see ``FASTMATH_REDUCE``).
+    ``follows=True`` (kernels of other modules that inline helpers of this
+    one) keys the function's cache on this file's contents too
+    (``SOURCE_DIGEST``).
     """
     flags = FASTMATH_REDUCE if reduce else FASTMATH
     opts = dict(nogil=True, error_model="numpy", fastmath=set(flags), parallel=parallel)
 
     def decorate(fn):
         global _cache
+        if follows:
+            fn.__qualname__ = f"{fn.__qualname__}__k{SOURCE_DIGEST}"
         if _cache:
             try:
                 return numba.njit(cache=True, **opts)(fn)

@@ -538,7 +538,7 @@ class BinaryCrossentropy(_DenseTargetLoss):
         """``from_logits=True`` without label smoothing: PyTorch's math per
         element, so the core kernel of
         :func:`fastce.binary_cross_entropy_with_logits` (vectorised; the loop
-        of :mod:`fastce._keras_kernels` calls libm per element), with the
+        of :mod:`fastce._keras_kernels` for logits calls libm per element), with the
         mean over the axis, Keras's row weights and divisor folded into its
         ``weight`` (one per row, broadcast over the axis)."""
         n_rows = x3.shape[0] * x3.shape[2]

@@ -191,6 +191,35 @@ def test_cache_is_used_by_a_second_process(tmp_path):
         assert hits2 >= 1 and misses2 == 0
 
 
+def test_cache_follows_the_helpers_a_kernel_inlines(tmp_path):
+    """Numba's cache checks only the file that defines a function. The Keras
+    kernels inline flog / flog1p of fastce._kernels (_jit(follows=True)): an
+    edit of _kernels.py alone must make them compile again, not load the
+    code cached before it; without an edit they load from the cache."""
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "fastce", site / "fastce", ignore=shutil.ignore_patterns("__pycache__"))
+    code = """
+    import numpy as np, fastce.keras as fk
+    from fastce import _keras_kernels as KK
+    p = np.full((3, 5), 0.25, dtype=np.float32)
+    fk.BinaryCrossentropy(n_threads=1).loss_and_grad(np.ones_like(p), p)
+    s = KK.bce_ser.stats
+    print(sum(s.cache_hits.values()), sum(s.cache_misses.values()))
+    """
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def hits_and_misses():
+        proc = _run(code, env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return tuple(map(int, proc.stdout.split()))
+
+    assert hits_and_misses() == (0, 1)  # compiled
+    assert hits_and_misses() == (1, 0)  # loaded from the cache
+    kernels = site / "fastce" / "_kernels.py"
+    kernels.write_text(kernels.read_text() + "\n# an edit\n")
+    assert hits_and_misses() == (0, 1)  # compiled again
+
+
 def test_works_where_no_cache_folder_is_writable(tmp_path):
     """With the package folder and the home cache unusable and no
     NUMBA_CACHE_DIR, Numba's cache=True would raise at import; fastce must
