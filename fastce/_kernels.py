@@ -2212,14 +2212,16 @@ def _bce_segment(j, logits, x, y, w, pw, scale, need_grad, loss_el, need_el, gra
     group = j // col_segments
     c0 = (j - group * col_segments) * seg
     c1 = min(width, c0 + seg)
-    wbuf = np.empty(seg, dtype=x.dtype)
-    pbuf = np.empty(seg, dtype=x.dtype)
-    lbuf = np.empty(seg, dtype=x.dtype)
-    gbuf = np.empty(seg, dtype=x.dtype)
     acc = 0.0
     n_bad = 0
     # no weight and no pos_weight (both the (1, 1) array of ones): the unweighted loop
     plain = w.size == 1 and pw.size == 1 and w[0, 0] == 1.0 and pw[0, 0] == 1.0
+    # scratch only where used (one element otherwise): broadcast weights, the
+    # losses when not asked for, the gradient when not asked for
+    wbuf = np.empty(1 if logits and plain else seg, dtype=x.dtype)
+    pbuf = np.empty(seg if logits and not plain else 1, dtype=x.dtype)
+    lbuf = np.empty(1 if need_el else seg, dtype=x.dtype)
+    gbuf = np.empty(1 if need_grad else seg, dtype=x.dtype)
     for i in range(group * rows_per_segment, min(n_rows, (group + 1) * rows_per_segment)):
         lo = loss_el[i, c0:c1] if need_el else lbuf[: c1 - c0]
         g = grad[i, c0:c1] if need_grad else gbuf[: c1 - c0]
