@@ -1168,8 +1168,24 @@ _GATHER_ROW_BYTES = 40
 # kernel: the first softmax call in a cold cache compiled in 5.9 s with
 # direct shuffles up to 14/14 classes, and with blocks in 5.7 s up to 14/14,
 # 6.9 s up to 24/16, 8.9 s up to 32/16, 18.5 s up to 64/64.
-_SHUFFLE_MAX_F32 = 32
-_SHUFFLE_MAX_F64 = 16
+def _target_has_avx512():
+    """Whether Numba compiles for a CPU with AVX-512F (``NUMBA_CPU_FEATURES``
+    when set, else the host's features as Numba reads them)."""
+    from numba.core import codegen
+
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        features = codegen.get_host_cpu_features()
+    return "+avx512f" in features.split(",")
+
+
+# The square blocks below store with masks, native on AVX-512 (Intel, AMD
+# Zen 4). Without AVX-512, LLVM lowers a masked store to vmaskmovps, which
+# is microcoded and slow on AMD Zen 2 and 3: there the transposes keep the
+# direct shuffles and the limits of 48 bytes they were measured with.
+_AVX512 = _target_has_avx512()
+_SHUFFLE_MAX_F32 = 32 if _AVX512 else 12
+_SHUFFLE_MAX_F64 = 16 if _AVX512 else 6
 
 
 def _shuffle_row_classes(dtype):
@@ -1279,7 +1295,7 @@ def _transpose_codegen(to_tile):
                 off = builder.mul(row_stride, ir.Constant(row_stride.type, k))
                 return builder.bitcast(builder.gep(tile_base, [off]), narrow.as_pointer())
 
-            if c >= (_BLOCK_MIN_F32 if dtype.bitwidth == 32 else _BLOCK_MIN_F64):
+            if _AVX512 and c >= (_BLOCK_MIN_F32 if dtype.bitwidth == 32 else _BLOCK_MIN_F64):
                 for q in range(0, c, vl):  # the block of classes [q, q + kc)
                     kc = min(vl, c - q)
 

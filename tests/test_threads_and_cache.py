@@ -220,6 +220,39 @@ def test_cache_follows_the_helpers_a_kernel_inlines(tmp_path):
     assert hits_and_misses() == (0, 1)  # compiled again
 
 
+def test_tiles_compiled_without_avx512(tmp_path):
+    """Compiled for a CPU without AVX-512 (NUMBA_CPU_NAME=haswell and the
+    host's features without avx512*), the tiles keep the direct transposes
+    and their limits of 48 bytes (masked stores are slow there): softmax and
+    cross_entropy with its gradient on both sides of those limits, against
+    SciPy and the float64 formulas."""
+    import llvmlite.binding as ll
+
+    features = ",".join(("-" if k.startswith("avx512") else ("+" if v else "-")) + k for k, v in ll.get_host_cpu_features().items())
+    code = """
+    import numpy as np, scipy.special as sp, fastce
+    from fastce import _kernels as K
+    assert (K._AVX512, K._SHUFFLE_MAX_F32, K._SHUFFLE_MAX_F64) == (False, 12, 6)
+    rng = np.random.default_rng(0)
+    for dtype, counts in ((np.float32, (5, 12, 13)), (np.float64, (5, 6, 7))):
+        for c in counts:
+            x = rng.normal(size=(64 * 3 + 5, c)).astype(dtype)
+            t = rng.integers(0, c, x.shape[0])
+            p = sp.softmax(x.astype(np.float64), axis=-1)
+            np.testing.assert_allclose(fastce.softmax(x, axis=-1), p, rtol=1e-5 if dtype == np.float32 else 1e-13)
+            loss, grad = fastce.cross_entropy(x, t, return_grad=True)
+            onehot = np.eye(c)[t]
+            want = -np.mean(np.log(p[np.arange(t.size), t]))
+            np.testing.assert_allclose(loss, want, rtol=1e-5 if dtype == np.float32 else 1e-13)
+            np.testing.assert_allclose(grad, (p - onehot) / t.size, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-12)
+    print("ok")
+    """
+    env = {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": features, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    proc = _run(code, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["ok"]
+
+
 def test_works_where_no_cache_folder_is_writable(tmp_path):
     """With the package folder and the home cache unusable and no
     NUMBA_CACHE_DIR, Numba's cache=True would raise at import; fastce must
