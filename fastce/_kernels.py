@@ -1148,6 +1148,17 @@ def _ce_prob_row(x, t, w, eps, scale, g, need_grad, e, d, d2):
 _GATHER_ROW_BYTES = 40
 
 
+def _target_has_avx512():
+    """Whether Numba compiles for a CPU with AVX-512F (``NUMBA_CPU_FEATURES``
+    when set, else the host's features as Numba reads them)."""
+    from numba.core import codegen
+
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        features = codegen.get_host_cpu_features()
+    return "+avx512f" in features.split(",")
+
+
 # Rows of at most this many classes (float32, float64) are moved between the
 # input and a full tile by an in-register transpose (_rows_to_tile and
 # _tile_to_rows), and back. Other rows of at most _GATHER_ROW_BYTES by
@@ -1168,17 +1179,7 @@ _GATHER_ROW_BYTES = 40
 # kernel: the first softmax call in a cold cache compiled in 5.9 s with
 # direct shuffles up to 14/14 classes, and with blocks in 5.7 s up to 14/14,
 # 6.9 s up to 24/16, 8.9 s up to 32/16, 18.5 s up to 64/64.
-def _target_has_avx512():
-    """Whether Numba compiles for a CPU with AVX-512F (``NUMBA_CPU_FEATURES``
-    when set, else the host's features as Numba reads them)."""
-    from numba.core import codegen
-
-    features = numba.config.CPU_FEATURES
-    if features is None:
-        features = codegen.get_host_cpu_features()
-    return "+avx512f" in features.split(",")
-
-
+#
 # The square blocks below store with masks, native on AVX-512 (Intel, AMD
 # Zen 4). Without AVX-512, LLVM lowers a masked store to vmaskmovps, which
 # is microcoded and slow on AMD Zen 2 and 3: there the transposes keep the
@@ -1874,8 +1875,12 @@ def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, 
 # Class counts of ce_index_lanes, per dtype: beyond these LLVM spills the
 # written-out gradient loop (float32 C=15 157 ns, float64 C=14 47-50 against
 # 46 ns for the general tiles; float32 C=14 32-34 against 37, float64 C=13 41
-# against 43).
-CE_LANES_MAX_CLASSES = {np.dtype(np.float32): 14, np.dtype(np.float64): 13}
+# against 43). Compiled for a CPU without AVX-512 (16 vector registers
+# instead of 32; NUMBA_CPU_NAME=haswell on the same host), float64 rows
+# spill sooner: generated / general tiles C=5 26.5/27.3, C=7 39.7/39.2, C=8
+# 42.9/43.5, C=9 51.2/46.0, C=10 56-57/50-53, C=12 66.9/59.9; float32 up to
+# 14 classes still gains (C=10 26.5-27.6/29.3, C=14 41.8/44.0).
+CE_LANES_MAX_CLASSES = {np.dtype(np.float32): 14, np.dtype(np.float64): 13 if _AVX512 else 8}
 
 
 def _lanes_tile_types(dtype):
