@@ -126,9 +126,11 @@ BCE_CHUNK = 1024
 @_jit()
 def _bce_prob_chunk(xf, yf, k0, m, keep, half, lo, hi, gs, need_grad, gf, buf):
     """:func:`_bce_prob_elem` on the ``m`` elements from ``k0`` of the flat
-    inputs: losses into ``buf``, gradients times ``gs`` into ``gf``. No
-    branch in the loop (the skipped terms are selects), and flog / flog1p
-    instead of libm's, so that LLVM vectorises it."""
+    inputs: losses into ``buf``, gradients times ``gs`` into ``gf``. Its
+    formulas are written out here without branches (the skipped terms are
+    selects) and with flog / flog1p instead of libm's, so that LLVM
+    vectorises the loop: calling a branch-free _bce_prob_elem from it left
+    the loop scalar (40,000 x 100 float32, one thread: 86 ms against 24)."""
     _kernels._wide_vectors()
     for i in range(m):
         p = np.float64(xf[k0 + i])
@@ -139,15 +141,6 @@ def _bce_prob_chunk(xf, yf, k0, m, keep, half, lo, hi, gs, need_grad, gf, buf):
         buf[i] = -(yk * log_c if yk != 0.0 else 0.0) - ((1.0 - yk) * log_1c if yk != 1.0 else 0.0)
         if need_grad:
             gf[k0 + i] = gs * (_inside(p, lo, hi) * (c - yk) / max((1.0 - c) * c, 1e-12))
-
-
-@_jit(reduce=True)
-def _sum_first(a, m):
-    """float64 sum of a[:m] (vectorised)."""
-    s = 0.0
-    for i in range(m):
-        s += a[i]
-    return s
 
 
 @_jit()
@@ -169,7 +162,7 @@ def _bce_prob_rows(j, x, y, keep, half, lo, hi, sw, sw_step, scale, need_grad, l
         for k0 in range(r * n, (r + 1) * n, BCE_CHUNK):
             m = min(BCE_CHUNK, (r + 1) * n - k0)
             _bce_prob_chunk(xf, yf, k0, m, keep, half, lo, hi, gs, need_grad, gf, buf)
-            total += _sum_first(buf, m)
+            total += _kernels._sum(buf[:m])
         loss = sr * (total * inv_n)
         if need_rows:
             loss_rows[r] = loss
