@@ -466,14 +466,91 @@ def exp_array_par(x, out):
 # they call (compiled without re-association).
 
 
-@_jit(reduce=True)
+@intrinsic
+def _span_max(typingctx, x, lo, hi):
+    """``llvm.maxnum`` over x[lo:hi] of the flat view of a C-contiguous array
+    (lo < hi, unchecked): NaN is skipped, all NaN gives NaN.
+
+    Written in LLVM IR because LLVM's own vectorisation of a ``_maxnum``
+    loop ends each call badly: the 16 float32 lanes of its vector are
+    combined one by one, each step a compare on the NaN-flag chain
+    (``maxnum`` without the ``nnan`` flag), and the last 1-63 elements run
+    as a scalar loop of the same chain. A row of 1,000 float32 spent 140 of
+    its 200 ns there (Intel host, one core, in cache, 2026-12-04). Here: four
+    vector accumulators of 64 bytes, one vector at a time for the rest, the
+    last partial vector as one masked load that fills its unused lanes with
+    NaN (which ``maxnum`` skips), and the lanes combined by halving."""
+    if not (
+        isinstance(x, types.Array) and x.layout == "C" and x.dtype in (types.float32, types.float64)
+        and isinstance(lo, types.Integer) and isinstance(hi, types.Integer)
+    ):  # fmt: skip
+        return None
+    sig = x.dtype(x, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        lo, hi = args[1], args[2]
+        fty = context.get_value_type(signature.args[0].dtype)
+        align = signature.args[0].dtype.bitwidth // 8
+        vl = 64 // align
+        vt = ir.VectorType(fty, vl)
+        intp = lo.type
+        nan = ir.Constant(vt, [float("nan")] * vl)
+        suffix = "f32" if align == 4 else "f64"
+
+        def maxnum(t):
+            return cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t]), f"llvm.maxnum.v{t.count}{suffix}")
+
+        fmax = maxnum(vt)
+        accs = [cgutils.alloca_once_value(builder, nan) for _ in range(4)]
+        base = builder.gep(arr.data, [lo])
+        n = builder.sub(hi, lo)
+
+        def load(i):
+            return builder.load(builder.bitcast(builder.gep(base, [i]), vt.as_pointer()), align=align)
+
+        def update(acc, v):
+            builder.store(builder.call(fmax, [builder.load(acc), v]), acc)
+
+        c4 = ir.Constant(intp, 4 * vl)
+        n4 = builder.mul(builder.udiv(n, c4), c4)
+        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), n4, c4, intp) as (i, _):
+            for u, acc in enumerate(accs):
+                update(acc, load(builder.add(i, ir.Constant(intp, u * vl))))
+        c1 = ir.Constant(intp, vl)
+        n1 = builder.mul(builder.udiv(n, c1), c1)
+        with cgutils.for_range_slice(builder, n4, n1, c1, intp) as (i, _):
+            update(accs[0], load(i))
+        rest = builder.sub(n, n1)
+        with builder.if_then(builder.icmp_signed(">", rest, ir.Constant(intp, 0))):
+            lanes = ir.Constant(ir.VectorType(intp, vl), list(range(vl)))
+            limit = builder.insert_element(ir.Constant(ir.VectorType(intp, vl), ir.Undefined), rest, ir.Constant(ir.IntType(32), 0))
+            limit = builder.shuffle_vector(limit, limit, ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl))
+            mask = builder.icmp_signed("<", lanes, limit)
+            fnty = ir.FunctionType(vt, [vt.as_pointer(), ir.IntType(32), mask.type, vt])
+            masked = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{vl}{suffix}.p0")
+            ptr = builder.bitcast(builder.gep(base, [n1]), vt.as_pointer())
+            update(accs[1], builder.call(masked, [ptr, ir.Constant(ir.IntType(32), align), mask, nan]))
+        vals = [builder.load(acc) for acc in accs]
+        v = builder.call(fmax, [builder.call(fmax, vals[:2]), builder.call(fmax, vals[2:])])
+        width = vl
+        while width > 1:
+            width //= 2
+            ht = ir.VectorType(fty, width)
+            hmax = maxnum(ht)
+            i32v = ir.VectorType(ir.IntType(32), width)
+            low = builder.shuffle_vector(v, v, ir.Constant(i32v, list(range(width))))
+            high = builder.shuffle_vector(v, v, ir.Constant(i32v, list(range(width, 2 * width))))
+            v = builder.call(hmax, [low, high])
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+    return sig, codegen
+
+
+@_jit()
 def _row_max(x):
     """Largest element of a non-empty row; NaN is skipped (all NaN gives NaN)."""
-    _wide_vectors()
-    m = x[0]
-    for k in range(1, x.shape[0]):
-        m = _maxnum(m, x[k])
-    return m
+    return _span_max(x, 0, x.shape[0])
 
 
 @_jit()

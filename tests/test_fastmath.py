@@ -149,3 +149,37 @@ def test_kernels_ask_for_wide_vectors():
 
     plain(x, out)
     assert K._WIDE_VECTORS not in plain.inspect_llvm(plain.signatures[0])
+
+
+@numba.njit
+def _row_maxima(x, lengths, out):
+    for i in range(lengths.shape[0]):
+        out[i] = K._row_max(x[i, : lengths[i]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_max_against_nanmax(dtype):
+    """K._row_max (hand-written vector code: four accumulators, one vector
+    at a time, a masked last vector, lanes combined by halving) equals
+    np.nanmax on every length around its vector boundaries, with NaN
+    skipped wherever it lies, all NaN giving NaN, and +-inf."""
+    rng = np.random.default_rng(7)
+    lengths = np.array([n for n in range(1, 200) for _ in range(6)] + [1000, 1023, 1024, 1025, 4099] * 6)
+    x = rng.normal(scale=10.0, size=(lengths.size, lengths.max())).astype(dtype)
+    for i, n in enumerate(lengths):
+        case = i % 6
+        if case == 1:
+            x[i, rng.integers(0, n)] = np.nan
+        elif case == 2:
+            x[i, :n] = np.nan
+        elif case == 3:
+            x[i, rng.integers(0, n)] = np.inf
+        elif case == 4:
+            x[i, :n] = -np.inf
+        elif case == 5:
+            x[i, :n][rng.random(n) < 0.5] = np.nan
+            x[i, n - 1] = np.nan  # in the masked last vector
+    out = np.empty(lengths.size, dtype=dtype)
+    _row_maxima(x, lengths, out)
+    ref = np.array([np.nan if np.isnan(r[:n]).all() else np.nanmax(r[:n]) for r, n in zip(x, lengths)], dtype=dtype)
+    np.testing.assert_array_equal(out, ref)
