@@ -27,143 +27,28 @@ thread from start to end, so results do not depend on the thread count.
 The numerics are those of :func:`fastce.cross_entropy`: one maximum term is
 kept out of the sum, ``lse = M + log1p(S + C - 1)``, and the target's
 gradient entry is computed without cancellation when the target holds the
-maximum. Every helper a kernel calls lives in this file (Numba's cache is
-keyed on the kernel's file), hence the copy of the vectorisable exp. The
-one exception is :func:`fastce._kernels._wide_vectors`, which computes
-nothing: it only marks the calling function for 512-bit vectors (an edit
-to it reaches these kernels once their cache is cleared).
+maximum. The kernels inline the vectorisable exp and the row maximum of
+:mod:`fastce._kernels`; they are compiled with ``_jit(follows=True)``, which
+keys their cache on that file's contents too, so that an edit there
+reaches them (this module used to carry a copy of the exp for that reason).
 """
 
+import functools
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.extending import intrinsic, overload
+from numba import prange
 
-from ._kernels import FASTMATH, _jit, _wide_vectors
+from . import _kernels
+from ._kernels import _maxnum, _row_max, _wide_vectors, fexp
+
+_jit = functools.partial(_kernels._jit, follows=True)
 
 # Rows handed to one parallel task (each gets one scratch row).
 ROWS_PER_TASK = 4
 
 # ---------------------------------------------------------------------------
-# Vectorisable exp (a copy of fastce._kernels' fexp, see the module docstring)
-
-
-@intrinsic
-def _maxnum(typingctx, a, b):
-    """``llvm.maxnum``: the larger of two floats, the other one if either is NaN
-    (vectorised by LLVM as a reduction, unlike a compare-and-select)."""
-    if a != b or a not in (types.float32, types.float64):
-        return None
-    sig = a(a, b)
-
-    def codegen(context, builder, signature, args):
-        llty = args[0].type
-        fn = builder.module.declare_intrinsic("llvm.maxnum", [llty], ir.FunctionType(llty, [llty, llty]))
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
-@intrinsic
-def _times_pow2(typingctx, p, n):
-    """p * 2**n for a float p and an integral float n of the same type, as
-    two factors 2**(n >> 1) and 2**(n - (n >> 1)) built in the exponent field
-    (so that subnormal results and 2**128 / 2**1024 work), in integers of
-    the float's width: int32 for float32, so that a vector of 16 float32
-    lanes stays one vector (Numba's own integer arithmetic is int64)."""
-    if p != n or p not in (types.float32, types.float64):
-        return None
-    sig = p(p, n)
-
-    def codegen(context, builder, signature, args):
-        pv, nv = args
-        wide = pv.type == ir.DoubleType()
-        it = ir.IntType(64 if wide else 32)
-        bias, shift = (1023, 52) if wide else (127, 23)
-        ni = builder.fptosi(nv, it)
-        half = builder.ashr(ni, ir.Constant(it, 1))
-        f1 = builder.shl(builder.add(half, ir.Constant(it, bias)), ir.Constant(it, shift))
-        f2 = builder.shl(builder.add(builder.sub(ni, half), ir.Constant(it, bias)), ir.Constant(it, shift))
-        return builder.fmul(builder.fmul(pv, builder.bitcast(f1, pv.type)), builder.bitcast(f2, pv.type))
-
-    return sig, codegen
-
-
-def lexp(x):
-    """exp(x) for a float32 or float64 scalar, vectorisable (Numba only)."""
-    raise NotImplementedError("lexp is only callable from Numba-compiled code")
-
-
-def _exp64(x):
-    xc = min(max(x, -760.0), 709.8)
-    n = np.floor(xc * 1.4426950408889634 + 0.5)
-    r = xc - n * 0.6931471803691238
-    r = r - n * 1.9082149292705877e-10
-    p = 1.6059043836821613e-10
-    p = p * r + 2.08767569878681e-09
-    p = p * r + 2.505210838544172e-08
-    p = p * r + 2.755731922398589e-07
-    p = p * r + 2.7557319223985893e-06
-    p = p * r + 2.48015873015873e-05
-    p = p * r + 0.0001984126984126984
-    p = p * r + 0.001388888888888889
-    p = p * r + 0.008333333333333333
-    p = p * r + 0.041666666666666664
-    p = p * r + 0.16666666666666666
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    return x if x != x else _times_pow2(p, n)
-
-
-_F32 = np.float32
-
-
-def _exp32(x):
-    xc = min(max(x, _F32(-110.0)), _F32(88.8))
-    n = np.floor(xc * _F32(1.44269504) + _F32(0.5))
-    r = xc - n * _F32(0.693359375)
-    r = r - n * _F32(-2.12194440e-4)
-    p = _F32(1.9875691500e-4)
-    p = p * r + _F32(1.3981999507e-3)
-    p = p * r + _F32(8.3334519073e-3)
-    p = p * r + _F32(4.1665795894e-2)
-    p = p * r + _F32(1.6666665459e-1)
-    p = p * r + _F32(5.0000001201e-1)
-    p = p * r * r + r + _F32(1.0)
-    return x if x != x else _times_pow2(p, n)
-
-
-@overload(lexp, jit_options=dict(fastmath=set(FASTMATH), error_model="numpy"))
-def _lexp_overload(x):
-    if x == types.float32:
-        return _exp32
-    if x == types.float64:
-        return _exp64
-    return None
-
-
-@_jit()
-def lexp_array(x, out):
-    """``out[:] = lexp(x)`` (for the tests)."""
-    _wide_vectors()
-    for i in range(x.shape[0]):
-        out[i] = lexp(x[i])
-
-
-# ---------------------------------------------------------------------------
 # Row helpers. reduce=True only on pure reductions (see fastce._kernels).
-
-
-@_jit(reduce=True)
-def _row_max(z):
-    _wide_vectors()
-    m = z[0]
-    for k in range(1, z.shape[0]):
-        m = _maxnum(m, z[k])
-    return m
 
 
 @_jit(reduce=True)
@@ -194,7 +79,7 @@ def _prob_sums(w, t, z, keep, spread):
 def _exp_into(z, m, e):
     _wide_vectors()
     for k in range(z.shape[0]):
-        e[k] = lexp(z[k] - m)
+        e[k] = fexp(z[k] - m)
 
 
 @_jit()
@@ -202,7 +87,7 @@ def _exp_inplace(z, m):
     # not _exp_into(z, m, z): LLVM's overlap check then picks its scalar loop
     _wide_vectors()
     for k in range(z.shape[0]):
-        z[k] = lexp(z[k] - m)
+        z[k] = fexp(z[k] - m)
 
 
 @_jit(reduce=True)
