@@ -15,10 +15,13 @@ Conventions are those of :mod:`fastce._kernels`: no validation, no allocation
 of results, float64 arithmetic on scalars, per-block float64 partial sums with
 a block size that does not depend on the thread count (serial and parallel
 twins give bitwise identical results), ``*_par``/``*_ser`` twins dispatched by
-:func:`fastce._config.run_kernel`. Every helper a kernel calls lives in this
-file, because Numba's cache is keyed on the kernel's file.
+:func:`fastce._config.run_kernel`. The kernels inline helpers of
+:mod:`fastce._kernels` (its vectorisable exp and log1p); they are compiled
+with ``_jit(follows=True)``, which keys their cache on that file's contents
+too (Numba's own key is the kernel's file only).
 """
 
+import functools
 import math
 
 import numpy as np
@@ -28,7 +31,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import _kernels
-from ._kernels import _jit
+from ._kernels import _bits_to_float, _float_to_bits, fexp, flog1p_unit_recip
+
+_jit = functools.partial(_kernels._jit, follows=True)
 
 # Sums over a row may be re-associated so that LLVM vectorises them; only the
 # small reduction helpers get this (``_jit(reduce=True)``; LLVM keeps
@@ -36,103 +41,9 @@ from ._kernels import _jit
 # the package's fast-math flags).
 
 # ---------------------------------------------------------------------------
-# A vectorisable float64 exp: math.exp in a Numba loop is a scalar libm call.
-# The same Cody-Waite reduction and Taylor polynomial as fastce._kernels._exp64
-# (within 1-2 ulp over the whole range; tested against NumPy), copied here
-# because Numba's cache is keyed on this file.
-
-
-@intrinsic
-def _int64_bits_to_float64(typingctx, x):
-    """Reinterpret an int64 as the float64 with the same bits."""
-    if x != types.int64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
-
-
-@intrinsic
-def _float64_to_int64_bits(typingctx, x):
-    """Reinterpret a float64 as the int64 with the same bits."""
-    if x != types.float64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.int64(types.float64), codegen
-
-
-def vexp(x):
-    """exp(x) for a float64, vectorisable (Numba-compiled code only)."""
-    raise NotImplementedError("vexp is only callable from Numba-compiled code")
-
-
-def _exp64(x):
-    xc = min(max(x, -760.0), 709.8)
-    n = np.floor(xc * 1.4426950408889634 + 0.5)
-    r = xc - n * 0.6931471803691238
-    r = r - n * 1.9082149292705877e-10
-    p = 1.6059043836821613e-10
-    p = p * r + 2.08767569878681e-09
-    p = p * r + 2.505210838544172e-08
-    p = p * r + 2.755731922398589e-07
-    p = p * r + 2.7557319223985893e-06
-    p = p * r + 2.48015873015873e-05
-    p = p * r + 0.0001984126984126984
-    p = p * r + 0.001388888888888889
-    p = p * r + 0.008333333333333333
-    p = p * r + 0.041666666666666664
-    p = p * r + 0.16666666666666666
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    ni = np.int64(n)
-    half = ni >> 1  # 2**n as two factors: subnormal results work
-    res = p * _int64_bits_to_float64((half + 1023) << 52) * _int64_bits_to_float64((ni - half + 1023) << 52)
-    return x if x != x else res
-
-
-# inlined at Numba IR level, so that loops calling it vectorise; it takes the
-# fast-math flags of its caller (none of which may have "reassoc")
-_kernels._overload_by_float(vexp, None, _exp64)
-
-
-def vlog1p_unit_recip(v):
-    """(log(1 + v), 1 / (1 + v)) for a float64 v in [0, 1], vectorisable, one
-    division (Numba-compiled code only)."""
-    raise NotImplementedError("vlog1p_unit_recip is only callable from Numba-compiled code")
-
-
-def _log1p_unit_recip64(v):
-    # fastce._kernels.flog1p_unit_recip in float64 (copied for the cache):
-    # log(1 + v) = 2 atanh(z), z = v / (2 + v), or for v > sqrt(2) - 1
-    # log 2 + 2 atanh(z), z = (v - 1) / (v + 3); |z| <= 0.172, series to z**21
-    big = v > 0.41421356237309503
-    den = v + 3.0 if big else v + 2.0
-    u = v + 1.0
-    q = 1.0 / (u * den)
-    z = (v - 1.0 if big else v) * (q * u)
-    fe = 1.0 if big else 0.0
-    w = z * z
-    p = 1.0 / 21.0
-    p = p * w + 1.0 / 19.0
-    p = p * w + 1.0 / 17.0
-    p = p * w + 1.0 / 15.0
-    p = p * w + 1.0 / 13.0
-    p = p * w + 1.0 / 11.0
-    p = p * w + 1.0 / 9.0
-    p = p * w + 1.0 / 7.0
-    p = p * w + 1.0 / 5.0
-    p = p * w + 1.0 / 3.0
-    z2 = z + z
-    return fe * 0.6931471803691238 + (z2 + (z2 * w * p + fe * 1.9082149292705877e-10)), q * den
-
-
-_kernels._overload_by_float(vlog1p_unit_recip, None, _log1p_unit_recip64)
+# Vectorisable float64 math: fastce._kernels' fexp and flog1p_unit_recip
+# (these kernels are compiled with _jit(follows=True), whose cache is keyed
+# on _kernels.py's contents too), and a log1p for a >= 0.
 
 
 def vlog1p_pos(a):
@@ -142,12 +53,12 @@ def vlog1p_pos(a):
 
 
 def _log1p_pos64(a):
-    # a <= 1: the series of vlog1p_unit_recip. a > 1: 1 + a = 2**e (1 + v) with
+    # a <= 1: the series of flog1p_unit_recip. a > 1: 1 + a = 2**e (1 + v) with
     # v in [0, 1); rounding 1 + a costs at most half an ulp of a log >= ln 2.
     big = a > 1.0
-    bits = _float64_to_int64_bits(a + 1.0)
-    f = _int64_bits_to_float64((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)  # [1, 2)
-    lg, _ = vlog1p_unit_recip(f - 1.0 if big else a)
+    bits = _float_to_bits(a + 1.0)
+    f = _bits_to_float((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)  # [1, 2)
+    lg, _ = flog1p_unit_recip(f - 1.0 if big else a)
     e = np.float64((bits >> 52) - 1023) if big else 0.0
     res = e * 0.6931471803691238 + (lg + e * 1.9082149292705877e-10)  # ln 2 in two parts
     return a if a == np.inf else res
@@ -157,29 +68,14 @@ _kernels._overload_by_float(vlog1p_pos, None, _log1p_pos64)
 
 
 @_jit()
-def vexp_array(x, out):
-    """out = vexp(x) elementwise (for the tests)."""
-    for i in range(x.shape[0]):
-        out[i] = vexp(x[i])
-
-
-@_jit()
 def vlog1p_pos_array(x, out):
     """out = vlog1p_pos(x) elementwise (for the tests)."""
     for i in range(x.shape[0]):
         out[i] = vlog1p_pos(x[i])
 
 
-@_jit()
-def vlog1p_unit_recip_array(x, out_log, out_recip):
-    """out_log, out_recip = vlog1p_unit_recip(x) elementwise (for the tests)."""
-    for i in range(x.shape[0]):
-        out_log[i], out_recip[i] = vlog1p_unit_recip(x[i])
-
-
 # ---------------------------------------------------------------------------
-# scalar helpers (copies of the branching forms in _kernels.py, kept here for
-# the cache; see the module docstring)
+# scalar helpers
 
 
 @_jit()
@@ -412,7 +308,7 @@ def _mn_row_proba(z, r, p):
             m = z[r, k]
             km = k
     for k in range(n_classes):
-        p[r, k] = vexp(z[r, k] - m)
+        p[r, k] = fexp(z[r, k] - m)
     acc = 0.0
     for k in range(n_classes):
         acc += 0.0 if k == km else p[r, k]
@@ -677,7 +573,7 @@ def _mn_blas_loss_grad_block(j, X, w2, wt, y, sw, sw_step, fit_intercept, store,
         # that the loss can use log1p and p_y - 1 keeps its digits
         for k in range(n_classes):
             for r in range(m):
-                e = vexp(z[k, r] - mx[r])
+                e = fexp(z[k, r] - mx[r])
                 z[k, r] = e
                 acc[r] += 0.0 if k == km[r] else e
         for r in range(m):
@@ -983,8 +879,8 @@ def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, cu
             z = zc[r]
             s = sc[r]
             yv = y[c0 + r]
-            e = vexp(-abs(z))
-            sp, inv = vlog1p_unit_recip(e)  # log1p(exp(-|z|)), 1 / (1 + exp(-|z|))
+            e = fexp(-abs(z))
+            sp, inv = flog1p_unit_recip(e)  # log1p(exp(-|z|)), 1 / (1 + exp(-|z|))
             pos = z >= 0.0
             sig_pos = inv if pos else e * inv
             sig_neg = e * inv if pos else inv
