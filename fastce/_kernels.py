@@ -212,9 +212,40 @@ def _times_pow2(typingctx, p, n):
     return sig, codegen
 
 
+@intrinsic
+def _times_pow2_low(typingctx, p, n):
+    """p * 2**n for a float p in [0.5, 2] and an integral float n <= 0 down
+    to the clamps of the exps below, as p * 2**(n + K) * 2**-K with K = 64
+    (float32) or 512 (float64): the first factor built in the exponent
+    field is a normal number and its product exact, so the result is
+    p * 2**n rounded once, as with :func:`_times_pow2` (whose two built
+    factors cover positive n too), in fewer instructions."""
+    if p != n or p not in (types.float32, types.float64):
+        return None
+    sig = p(p, n)
+
+    def codegen(context, builder, signature, args):
+        pv, nv = args
+        wide = pv.type == ir.DoubleType()
+        it = ir.IntType(64 if wide else 32)
+        bias, shift, k = (1023, 52, 512) if wide else (127, 23, 64)
+        ni = builder.fptosi(nv, it)
+        f1 = builder.shl(builder.add(ni, ir.Constant(it, bias + k)), ir.Constant(it, shift))
+        return builder.fmul(builder.fmul(pv, builder.bitcast(f1, pv.type)), ir.Constant(pv.type, 2.0**-k))
+
+    return sig, codegen
+
+
 def fexp(x):
     """exp(x) for a float32 or float64 scalar, vectorisable (Numba only)."""
     raise NotImplementedError("fexp is only callable from Numba-compiled code")
+
+
+def fexp_nonpos(x):
+    """exp(x) for a float32 or float64 scalar x <= 0 (or -inf, or NaN),
+    vectorisable (Numba only); bitwise equal to :func:`fexp` there, and
+    wrong for x > 0."""
+    raise NotImplementedError("fexp_nonpos is only callable from Numba-compiled code")
 
 
 def flog(x):
@@ -266,6 +297,45 @@ def _exp32(x):
     p = p * r + _F32(5.0000001201e-1)
     p = p * r * r + r + _F32(1.0)
     return x if x != x else _times_pow2(p, n)
+
+
+def _exp_nonpos64(x):
+    # _exp64's steps for x <= 0: no upper clamp, and 2**n built as one
+    # factor times a constant (_times_pow2_low)
+    xc = max(x, -760.0)
+    n = np.floor(xc * 1.4426950408889634 + 0.5)
+    r = xc - n * 0.6931471803691238
+    r = r - n * 1.9082149292705877e-10
+    p = 1.6059043836821613e-10
+    p = p * r + 2.08767569878681e-09
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    return x if x != x else _times_pow2_low(p, n)
+
+
+def _exp_nonpos32(x):
+    xc = max(x, _F32(-110.0))
+    n = np.floor(xc * _F32(1.44269504) + _F32(0.5))
+    r = xc - n * _F32(0.693359375)
+    r = r - n * _F32(-2.12194440e-4)
+    p = _F32(1.9875691500e-4)
+    p = p * r + _F32(1.3981999507e-3)
+    p = p * r + _F32(8.3334519073e-3)
+    p = p * r + _F32(4.1665795894e-2)
+    p = p * r + _F32(1.6666665459e-1)
+    p = p * r + _F32(5.0000001201e-1)
+    p = p * r * r + r + _F32(1.0)
+    return x if x != x else _times_pow2_low(p, n)
 
 
 def _log_series(z, fe):
@@ -364,6 +434,7 @@ def _overload_by_float(stub, impl32, impl64, of=lambda t: t):
 
 
 _overload_by_float(fexp, _exp32, _exp64)
+_overload_by_float(fexp_nonpos, _exp_nonpos32, _exp_nonpos64)
 _overload_by_float(_log_series, _log_series32, _log_series64)
 _overload_by_float(flog, _log32, _log64)
 
@@ -558,7 +629,7 @@ def _row_exp(x, m, e):
     """e[k] = exp(x_k - m)."""
     _wide_vectors()
     for k in range(x.shape[0]):
-        e[k] = fexp(x[k] - m)
+        e[k] = fexp_nonpos(x[k] - m)
 
 
 @_jit(reduce=True)
@@ -880,7 +951,7 @@ def _segment_apply(j, x, n_seg, m, a, log, out):
             orow[k] = np.float64(xr[k] - mr) - ar
     else:
         for k in range(s0, s1):
-            orow[k] = fexp(xr[k] - mr) * ar
+            orow[k] = fexp_nonpos(xr[k] - mr) * ar
 
 
 @_jit(parallel=True)
@@ -940,7 +1011,7 @@ def _segment_ce_grad(j, x, n_seg, m, a, cs, w, g):
             gr[k] = 0.0
     else:
         for k in range(s0, s1):
-            gr[k] = ar * fexp(xr[k] - mr) - cr * w[k]
+            gr[k] = ar * fexp_nonpos(xr[k] - mr) - cr * w[k]
 
 
 @_jit(parallel=True)
@@ -998,7 +1069,7 @@ def _segment_ce_prob_grad(j, x, t, n_seg, m, a, cs, w, keep, spread, g):
     tr = t[r]
     gr = g[r]
     for k in range(s0, s1):
-        gr[k] = ar * fexp(xr[k] - mr) - cr * w[k] * (keep * tr[k] + spread)
+        gr[k] = ar * fexp_nonpos(xr[k] - mr) - cr * w[k] * (keep * tr[k] + spread)
 
 
 @_jit(parallel=True)
@@ -1031,11 +1102,11 @@ def _sigmoid_block(j, x, out, log, block):
     if log:
         for i in range(j * block, stop):
             z = np.float64(x[i])
-            out[i] = -flog1p_unit(fexp(-abs(z))) - max(-z, 0.0)
+            out[i] = -flog1p_unit(fexp_nonpos(-abs(z))) - max(-z, 0.0)
     else:
         for i in range(j * block, stop):
             z = np.float64(x[i])
-            e = fexp(-abs(z))
+            e = fexp_nonpos(-abs(z))
             inv = 1.0 / (1.0 + e)
             out[i] = inv if z >= 0.0 else e * inv
 
@@ -1579,7 +1650,7 @@ def _tile_exp(T, nb, M, F, E):
     if T.itemsize == 4:
         for k in range(T.shape[0]):
             for i in range(nb):
-                E[k, i] = fexp(T[k, i] - M[i])
+                E[k, i] = fexp_nonpos(T[k, i] - M[i])
         for k in range(T.shape[0]):
             for i in range(nb):
                 eq = T[k, i] == M[i]
@@ -1590,7 +1661,7 @@ def _tile_exp(T, nb, M, F, E):
         for k in range(T.shape[0]):
             for i in range(nb):
                 v = T[k, i]
-                e = fexp(v - M[i])
+                e = fexp_nonpos(v - M[i])
                 E[k, i] = e
                 eq = v == M[i]
                 F[1, i] += 0.0 if eq else np.float64(e)
@@ -2006,7 +2077,7 @@ def _ce_lanes_source(c):
     body = [f"        v{k} = T[{k}, i]" for k in ks]
     body += ["        m = v0"] + [f"        m = _maxnum(m, v{k})" for k in ks[1:]]
     body += ["        y = t[i]", "        xy = v0"] + [f"        xy = v{k} if y == {k} else xy" for k in ks[1:]]
-    body += [f"        e{k} = fexp(v{k} - m)" for k in ks]
+    body += [f"        e{k} = fexp_nonpos(v{k} - m)" for k in ks]
     body += ["        s = 0.0", "        cnt = 0.0"]
     for k in ks:
         body += [f"        s += 0.0 if v{k} == m else np.float64(e{k})", f"        cnt += 1.0 if v{k} == m else 0.0"]
@@ -2221,7 +2292,7 @@ def _bce_logits_impl(F, weighted):
         for k in range(x.shape[0]):
             z = x[k]
             yk = y[k]
-            e = fexp(-abs(z))
+            e = fexp_nonpos(-abs(z))
             sp, inv = flog1p_unit_recip(e)  # log1p(e), 1 / (1 + e)
             pos = z >= zero
             if weighted:

@@ -40,7 +40,7 @@ import numpy as np
 from numba import prange
 
 from . import _kernels
-from ._kernels import _maxnum, _row_max, _wide_vectors, fexp
+from ._kernels import _maxnum, _row_max, _wide_vectors, fexp_nonpos
 
 _jit = functools.partial(_kernels._jit, follows=True)
 
@@ -79,7 +79,7 @@ def _prob_sums(w, t, z, keep, spread):
 def _exp_into(z, m, e):
     _wide_vectors()
     for k in range(z.shape[0]):
-        e[k] = fexp(z[k] - m)
+        e[k] = fexp_nonpos(z[k] - m)
 
 
 @_jit()
@@ -87,7 +87,7 @@ def _exp_inplace(z, m):
     # not _exp_into(z, m, z): LLVM's overlap check then picks its scalar loop
     _wide_vectors()
     for k in range(z.shape[0]):
-        z[k] = fexp(z[k] - m)
+        z[k] = fexp_nonpos(z[k] - m)
 
 
 @_jit(reduce=True)

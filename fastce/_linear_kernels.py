@@ -31,7 +31,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import _kernels
-from ._kernels import _bits_to_float, _float_to_bits, fexp, flog1p_unit_recip
+from ._kernels import _bits_to_float, _float_to_bits, fexp_nonpos, flog1p_unit_recip
 
 _jit = functools.partial(_kernels._jit, follows=True)
 
@@ -41,7 +41,7 @@ _jit = functools.partial(_kernels._jit, follows=True)
 # the package's fast-math flags).
 
 # ---------------------------------------------------------------------------
-# Vectorisable float64 math: fastce._kernels' fexp and flog1p_unit_recip
+# Vectorisable float64 math: fastce._kernels' fexp_nonpos and flog1p_unit_recip
 # (these kernels are compiled with _jit(follows=True), whose cache is keyed
 # on _kernels.py's contents too), and a log1p for a >= 0.
 
@@ -308,7 +308,7 @@ def _mn_row_proba(z, r, p):
             m = z[r, k]
             km = k
     for k in range(n_classes):
-        p[r, k] = fexp(z[r, k] - m)
+        p[r, k] = fexp_nonpos(z[r, k] - m)
     acc = 0.0
     for k in range(n_classes):
         acc += 0.0 if k == km else p[r, k]
@@ -573,7 +573,7 @@ def _mn_blas_loss_grad_block(j, X, w2, wt, y, sw, sw_step, fit_intercept, store,
         # that the loss can use log1p and p_y - 1 keeps its digits
         for k in range(n_classes):
             for r in range(m):
-                e = fexp(z[k, r] - mx[r])
+                e = fexp_nonpos(z[k, r] - mx[r])
                 z[k, r] = e
                 acc[r] += 0.0 if k == km[r] else e
         for r in range(m):
@@ -879,7 +879,7 @@ def _bin_dense_loss_grad_block(j, X, w, y, sw, sw_step, fit_intercept, store, cu
             z = zc[r]
             s = sc[r]
             yv = y[c0 + r]
-            e = fexp(-abs(z))
+            e = fexp_nonpos(-abs(z))
             sp, inv = flog1p_unit_recip(e)  # log1p(exp(-|z|)), 1 / (1 + exp(-|z|))
             pos = z >= 0.0
             sig_pos = inv if pos else e * inv

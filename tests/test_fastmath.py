@@ -183,3 +183,31 @@ def test_row_max_against_nanmax(dtype):
     _row_maxima(x, lengths, out)
     ref = np.array([np.nan if np.isnan(r[:n]).all() else np.nanmax(r[:n]) for r, n in zip(x, lengths)], dtype=dtype)
     np.testing.assert_array_equal(out, ref)
+
+
+@numba.njit(fastmath=set(K.FASTMATH), error_model="numpy")
+def _exp_both(x, general, nonpos):
+    K._wide_vectors()  # vectorised, as in the kernels
+    for i in range(x.shape[0]):
+        general[i] = K.fexp(x[i])
+    for i in range(x.shape[0]):
+        nonpos[i] = K.fexp_nonpos(x[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_nonpos_is_exp_below_zero(dtype):
+    """fexp_nonpos (one built power of two times a constant) equals fexp
+    bit for bit on x <= 0: float32 through its negative bit patterns by a
+    stride, float64 sampled (both with the subnormal results, -0, -inf and
+    NaN); test_exp_whole_range checks fexp itself against NumPy."""
+    if dtype == np.float32:
+        x = np.arange(0x80000000, 0xFF800001, 61, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    else:
+        rng = np.random.default_rng(5)
+        x = np.concatenate([-rng.uniform(0, 800, 1_000_000), -np.exp(rng.uniform(-745, 7, 300_000))])
+    x = np.concatenate([x, np.array([0.0, -0.0, -np.inf, np.nan, -87.3, -103.9, -745.1, -708.4], dtype=dtype)])
+    x = x.astype(dtype)
+    general, nonpos = np.empty_like(x), np.empty_like(x)
+    _exp_both(x, general, nonpos)
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    np.testing.assert_array_equal(nonpos.view(bits), general.view(bits))
