@@ -22,11 +22,11 @@ It measures the floors of this machine in the same run:
   reported too);
 * exp floor = number of exp/log evaluations / the throughput of a vectorised
   ``exp`` on the same number of threads, on data that stays in the caches:
-  fastce's own vectorised exp when :mod:`fastce._kernels` has one (the
-  scalar ``fexp``, ``_exp_f32``/``_exp_f64`` or similar, run over
-  cache-sized blocks in one ``prange`` region; else ``exp_array_par``), else
-  NumPy's ``np.exp`` run on one slice per thread from Python threads
-  (NumPy's exp is single-threaded). A log is counted as one evaluation.
+  the kernels' own vectorised exp (``fastce._kernels.fexp_nonpos``, for
+  the arguments <= 0 that every kernel has) run over cache-sized blocks in
+  one ``prange`` region; if it fails to agree with NumPy, NumPy's ``np.exp``
+  run on one slice per thread from Python threads (NumPy's exp is
+  single-threaded). A log is counted as one evaluation.
 
 Both floors are measured before and after the kernels and the better of the
 two is kept. Fast calls are repeated for a minimum time and the best run is
@@ -309,15 +309,10 @@ def _floor_kernels():
     return _floor_kernel_cache["copy"], _floor_kernel_cache["fill"]
 
 
-def _exp_scalar_candidates(bits):
-    """Names under which fastce._kernels may expose a vectorisable scalar exp (besides the generic ``fexp``)."""
-    return ["fexp", f"_exp_f{bits}", f"exp_f{bits}", f"_exp{bits}", f"_fast_exp_f{bits}", f"_vexp_f{bits}"]
-
-
 def _agrees_with_np_exp(run, dtype):
-    """Whether ``run(x, out, 1)`` fills ``out`` with exp(x) to about 3 ulp (float32) / 1e-12 (float64)."""
+    """Whether ``run(x, out, 1)`` fills ``out`` with exp(x) to about 3 ulp (float32) / 1e-12 (float64), for x <= 0."""
     tol = 1e-5 if np.dtype(dtype) == np.float32 else 1e-12
-    x = np.linspace(-80.0, 80.0, 4097).astype(dtype)
+    x = np.linspace(-80.0, 0.0, 4097).astype(dtype)
     out = np.empty_like(x)
     run(x, out, 1)
     ref = np.exp(x.astype(np.float64))
@@ -329,70 +324,34 @@ _EXP_BLOCK = 1 << 13  # elements per block: 32/64 KiB in + out, stays in L1/L2 a
 
 
 def _vectorised_exp(dtype):
-    """``(description, run(x, out, passes))``: fastce's own vectorised exp on Numba's threads, or ``None``.
+    """``(description, run(x, out, passes))``: the kernels' vectorised exp on
+    Numba's threads, or ``None`` if it does not agree with ``np.exp``.
 
-    ``run`` evaluates ``passes * x.size`` exponentials. In order of preference:
-
-    1. a scalar helper of :mod:`fastce._kernels` (``fexp``, ``_exp_f32``/
-       ``_exp_f64`` or similar; a plain Python helper is compiled with
-       ``numba.njit``) in one ``prange`` region over cache-sized blocks, each
-       block passed over ``passes`` times (``out = exp(out - 1)`` after the
-       first pass, so no pass can be optimised away): one parallel region
-       per call, no memory traffic, no thread wake-up per pass;
-    2. ``fastce._kernels.exp_array_par(x, out)`` called ``passes`` times.
-
-    Each candidate must compile and agree with ``np.exp``; the first that
-    does is used.
+    The exp is ``fastce._kernels.fexp_nonpos``, the one every kernel calls
+    (their arguments are x - max or -|z|, never positive), in one ``prange``
+    region over cache-sized blocks, each block passed over ``passes`` times
+    (``out = exp(out - 1)`` after the first pass, so that no pass can be
+    optimised away and the arguments stay <= 0): one parallel region per
+    call, no memory traffic, no thread wake-up per pass. ``run`` evaluates
+    ``passes * x.size`` exponentials.
     """
     key = np.dtype(dtype).name
-    if key in _exp_impl_cache:
-        return _exp_impl_cache[key]
-    found = None
-    try:
+    if key not in _exp_impl_cache:
         from fastce import _kernels as K
-    except ImportError:  # pragma: no cover - fastce always has kernels
-        K = None
-    candidates = []
-    if K is not None:
-        bits = np.dtype(dtype).itemsize * 8
-        names = _exp_scalar_candidates(bits)
-        for name in dir(K):
-            low = name.lower()
-            if ("exp" in low and low.endswith(str(bits)) and not any(w in low for w in ("expit", "log", "row", "array"))
-                    and name not in names):  # fmt: skip
-                names.append(name)
-        for n in names:
-            if callable(getattr(K, n, None)):
-                candidates.append((f"fastce._kernels.{n}", "scalar", getattr(K, n)))
-        if callable(getattr(K, "exp_array_par", None)):
-            candidates.append(("fastce._kernels.exp_array_par", "array", K.exp_array_par))
-    for description, kind, fn in candidates:
+
+        found = None
         try:
-            if kind == "array":
-                run = _repeated_calls(fn)
-                description += ", called once per pass"
-            else:
-                run = _blocked_passes(fn, dtype)
-                description += " in one Numba prange region over in-cache blocks"
+            run = _blocked_passes(K.fexp_nonpos, dtype)
             if _agrees_with_np_exp(run, dtype):
-                found = (description, run)
-                break
-        except Exception:  # does not compile or run for this dtype: try the next one
-            continue
-    _exp_impl_cache[key] = found
-    return found
-
-
-def _repeated_calls(fn):
-    def run(x, out, passes):
-        for _ in range(passes):
-            fn(x, out)
-
-    return run
+                found = ("fastce._kernels.fexp_nonpos in one Numba prange region over in-cache blocks", run)
+        except Exception:  # does not compile or run here: the floor falls back to np.exp
+            pass
+        _exp_impl_cache[key] = found
+    return _exp_impl_cache[key]
 
 
 def _jit_only_stub(fn):
-    """Whether ``fn`` is a stub such as ``fexp`` that only Numba-compiled code can call (an ``overload``)."""
+    """Whether ``fn`` is a stub such as ``fexp_nonpos`` that only Numba-compiled code can call (an ``overload``)."""
     try:
         fn(np.float64(0.0))
     except NotImplementedError:
@@ -403,21 +362,15 @@ def _jit_only_stub(fn):
 
 
 def _blocked_passes(helper, dtype):
-    """``run(x, out, passes)``: ``passes`` exp passes over each cache-sized block, blocks spread over the threads."""
+    """``run(x, out, passes)``: ``passes`` exp passes over each cache-sized
+    block, blocks spread over the threads. ``helper`` is a Numba-callable
+    scalar exp (a compiled function or an overloaded stub such as
+    ``fexp_nonpos``; a plain Python function is compiled with ``numba.njit``)."""
     import numba
     from numba.core.dispatcher import Dispatcher
 
-    try:
-        from fastce._kernels import FASTMATH as flags
-    except ImportError:
-        flags = frozenset({"nsz", "arcp", "contract"})
-    try:  # the kernels' loops ask LLVM for 512-bit vectors: so does the floor's
-        from fastce._kernels import _wide_vectors as wide
-    except ImportError:
-
-        @numba.njit
-        def wide():
-            pass
+    from fastce._kernels import FASTMATH as flags
+    from fastce._kernels import _wide_vectors as wide  # the kernels' loops ask for 512-bit vectors: so does the floor's
 
     if not isinstance(helper, Dispatcher) and not _jit_only_stub(helper):
         helper = numba.njit(fastmath=set(flags), error_model="numpy")(helper)

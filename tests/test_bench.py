@@ -144,47 +144,22 @@ def test_sizes_override_and_threads():
     assert list(res["floors"]) == ["1"]
 
 
-def test_exp_floor_uses_the_kernels_exp_when_there_is_one():
-    from fastce import _kernels
-
+def test_exp_floor_uses_the_kernels_exp():
     floors = _bench.measure_floors(1, ["float32", "float64"], n_elements=1 << 16, repeat=1, min_time=0.0)
     for dtype in ("float32", "float64"):
-        method = floors["exp_method"][dtype]
-        if callable(getattr(_kernels, "fexp", None)):
-            assert method.startswith("fastce._kernels.fexp in one Numba prange region")
-        elif callable(getattr(_kernels, "exp_array_par", None)):
-            assert method.startswith("fastce._kernels.exp_array_par")
+        assert floors["exp_method"][dtype].startswith("fastce._kernels.fexp_nonpos in one Numba prange region")
         assert floors["exp_per_s"][dtype] > 0
 
 
-def test_exp_floor_finds_a_helper_or_falls_back_to_numpy(monkeypatch):
-    numba = pytest.importorskip("numba")
-
-    def _exp_f32(x):  # a plain Python helper: the bench compiles it with numba.njit
-        return math.exp(x)
-
-    @numba.njit
-    def _exp_f64(x):  # already compiled: used as is
-        return math.exp(x)
-
-    @numba.njit(parallel=True)
-    def exp_array_par(x, out):
-        for i in numba.prange(x.shape[0]):
-            out[i] = math.exp(x[i])
-
-    def floors_with(namespace, dtypes):
-        monkeypatch.setattr(fastce, "_kernels", namespace)
+def test_exp_floor_checks_the_exp_and_falls_back_to_numpy(monkeypatch):
+    def floors_with(fexp_nonpos, dtypes):
+        monkeypatch.setattr(fastce, "_kernels", types.SimpleNamespace(fexp_nonpos=fexp_nonpos))
         monkeypatch.setattr(_bench, "_exp_impl_cache", {})
         return _bench.measure_floors(1, dtypes, n_elements=1 << 16, repeat=1, min_time=0.0)
 
-    floors = floors_with(types.SimpleNamespace(_exp_f32=_exp_f32, _exp_f64=_exp_f64), ["float32", "float64"])
-    assert floors["exp_method"]["float32"].startswith("fastce._kernels._exp_f32 in one Numba prange region")
-    assert floors["exp_method"]["float64"].startswith("fastce._kernels._exp_f64 in one Numba prange region")
-
-    floors = floors_with(types.SimpleNamespace(exp_array_par=exp_array_par), ["float64"])
-    assert floors["exp_method"]["float64"].startswith("fastce._kernels.exp_array_par")
-
-    floors = floors_with(types.SimpleNamespace(_exp_f32=lambda x: x), ["float32"])  # wrong: rejected
+    floors = floors_with(lambda x: math.exp(x), ["float64"])  # a plain Python exp: compiled with numba.njit
+    assert floors["exp_method"]["float64"].startswith("fastce._kernels.fexp_nonpos in one Numba prange region")
+    floors = floors_with(lambda x: x, ["float32"])  # wrong: rejected
     assert floors["exp_method"]["float32"].startswith("np.exp")
     assert floors["exp_per_s"]["float32"] > 0
 
