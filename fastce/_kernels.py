@@ -519,16 +519,9 @@ _overload_by_float(flog1p_unit_recip, _log1p_unit_recip32, _log1p_unit_recip64)
 
 @_jit()
 def exp_array(x, out):
-    """``out[:] = exp(x)`` with the vectorisable exp (benchmarks' exp floor)."""
+    """``out[:] = exp(x)`` with the vectorisable exp (for the tests)."""
     _wide_vectors()
     for i in range(x.shape[0]):
-        out[i] = fexp(x[i])
-
-
-@_jit(parallel=True)
-def exp_array_par(x, out):
-    _wide_vectors()
-    for i in prange(x.shape[0]):
         out[i] = fexp(x[i])
 
 # ---------------------------------------------------------------------------
