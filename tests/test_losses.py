@@ -1030,3 +1030,32 @@ def test_cross_entropy_probability_targets_few_long_rows(dtype, options):
     rows = fastce.cross_entropy(np.concatenate([x] * 3), np.concatenate([q] * 3), reduction="none", return_grad=True)
     np.testing.assert_array_equal(np.isnan(split[0]), np.isnan(rows[0][:n]))
     np.testing.assert_array_equal(np.isnan(split[1]), np.isnan(rows[1][:n]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_rows_read_ahead(dtype):
+    """Inputs of at least K.PREFETCH_MIN_BYTES in the row layout prefetch the
+    next row while computing one: the same results, bit for bit, as the
+    same rows in calls small enough not to (and against the float64
+    reference), with ignored rows, label smoothing and class weights, up to
+    the last row."""
+    from fastce import _kernels as K
+
+    n_classes = 1000
+    n_rows = -(-K.PREFETCH_MIN_BYTES // (n_classes * np.dtype(dtype).itemsize)) + 3
+    rng = np.random.default_rng(41)
+    x = (rng.normal(size=(n_rows, n_classes)) * 4).astype(dtype)
+    t = rng.integers(0, n_classes, n_rows)
+    t[::7] = -100
+    t[-1] = 3
+    w = rng.uniform(0.5, 2.0, n_classes)
+    kw = dict(weight=w, label_smoothing=0.1, reduction="none", return_grad=True)
+    loss, grad = fastce.cross_entropy(x, t, **kw)
+    # small calls: the same per-row losses; the gradient scaled by the same 1 (reduction "none")
+    parts = [fastce.cross_entropy(x[i : i + 500], t[i : i + 500], **kw) for i in range(0, n_rows, 500)]
+    np.testing.assert_array_equal(loss, np.concatenate([p[0] for p in parts]))
+    np.testing.assert_array_equal(grad, np.concatenate([p[1] for p in parts]))
+    ref_loss, ref_grad = R.cross_entropy(x[-600:].astype(np.float64), t[-600:], weight=w, label_smoothing=0.1, reduction="none")
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(loss[-600:], ref_loss, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(grad[-600:], ref_grad, rtol=rtol, atol=rtol * 1e-3)
