@@ -1562,46 +1562,35 @@ PREFETCH_ROW_MAX_BYTES = 1 << 18
 PREFETCH_MIN_BYTES = 1 << 24
 
 
-@intrinsic
-def _prefetch_write(typingctx, a, i):
-    """``llvm.prefetch`` for writing of the cache line holding element ``i``
-    of the flat view of the C-contiguous array ``a``: a hint only (no
+def _prefetch_typing(rw, name):
+    """Typing and code of an intrinsic ``(a, i)``: ``llvm.prefetch`` of the
+    cache line holding element ``i`` of the flat view of the C-contiguous
+    array ``a``, for reading (rw 0) or writing (rw 1; ``prefetchw`` on x86),
+    with high temporal locality (into L1), data cache: a hint only (no
     fault, even past the end)."""
-    if not (isinstance(a, types.Array) and isinstance(i, types.Integer)):
-        return None
 
-    def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), i8p)
-        # write, high temporal locality (into L1), data cache
-        builder.call(fn, [ptr, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
+    def typing(typingctx, a, i):
+        if not (isinstance(a, types.Array) and isinstance(i, types.Integer)):
+            return None
 
-    return types.void(a, types.intp), codegen
+        def codegen(context, builder, signature, args):
+            arr = context.make_array(signature.args[0])(context, builder, args[0])
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), i8p)
+            builder.call(fn, [ptr, ir.Constant(i32, rw), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return types.void(a, types.intp), codegen
+
+    typing.__name__ = typing.__qualname__ = name
+    return typing
 
 
-@intrinsic
-def _prefetch_read(typingctx, a, i):
-    """``llvm.prefetch`` for reading of the cache line holding element ``i``
-    of the flat view of the C-contiguous array ``a`` (a hint only)."""
-    if not (isinstance(a, types.Array) and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), i8p)
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return types.void(a, types.intp), codegen
+_prefetch_read = intrinsic(_prefetch_typing(0, "_prefetch_read"))
+_prefetch_write = intrinsic(_prefetch_typing(1, "_prefetch_write"))
 
 
 @_jit()
