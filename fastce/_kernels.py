@@ -253,12 +253,15 @@ def flog(x):
     raise NotImplementedError("flog is only callable from Numba-compiled code")
 
 
-def _exp64(x):
+def _exp_parts(xc):
+    """``(p, n)`` with exp(xc) = p * 2**n for a clamped argument xc (Numba
+    only): the body shared by :func:`fexp` and :func:`fexp_nonpos`."""
+    raise NotImplementedError
+
+
+def _exp_parts64(xc):
     # exp(x) = 2**n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2], ln2 in two parts
     # (the high part has trailing zeros, so n * hi is exact); Taylor to r**13.
-    # The clamp needs no select after it: below -760 the two factors of 2**n
-    # round the result to 0, and exp(709.8) already overflows to inf.
-    xc = min(max(x, -760.0), 709.8)
     n = np.floor(xc * 1.4426950408889634 + 0.5)
     r = xc - n * 0.6931471803691238
     r = r - n * 1.9082149292705877e-10
@@ -276,16 +279,14 @@ def _exp64(x):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    return x if x != x else _times_pow2(p, n)
+    return p, n
 
 
 _F32 = np.float32
 
 
-def _exp32(x):
-    # The same scheme in float32 arithmetic with Cephes' expf polynomial
-    # (0 below -110, inf from 88.8 on, as in _exp64).
-    xc = min(max(x, _F32(-110.0)), _F32(88.8))
+def _exp_parts32(xc):
+    # The same scheme in float32 arithmetic with Cephes' expf polynomial.
     n = np.floor(xc * _F32(1.44269504) + _F32(0.5))
     r = xc - n * _F32(0.693359375)
     r = r - n * _F32(-2.12194440e-4)
@@ -296,45 +297,31 @@ def _exp32(x):
     p = p * r + _F32(1.6666665459e-1)
     p = p * r + _F32(5.0000001201e-1)
     p = p * r * r + r + _F32(1.0)
+    return p, n
+
+
+def _exp64(x):
+    # The clamp needs no select after it: below -760 the two factors of 2**n
+    # round the result to 0, and exp(709.8) already overflows to inf.
+    p, n = _exp_parts(min(max(x, -760.0), 709.8))
+    return x if x != x else _times_pow2(p, n)
+
+
+def _exp32(x):
+    # 0 below -110, inf from 88.8 on, as in _exp64
+    p, n = _exp_parts(min(max(x, _F32(-110.0)), _F32(88.8)))
     return x if x != x else _times_pow2(p, n)
 
 
 def _exp_nonpos64(x):
-    # _exp64's steps for x <= 0: no upper clamp, and 2**n built as one
-    # factor times a constant (_times_pow2_low)
-    xc = max(x, -760.0)
-    n = np.floor(xc * 1.4426950408889634 + 0.5)
-    r = xc - n * 0.6931471803691238
-    r = r - n * 1.9082149292705877e-10
-    p = 1.6059043836821613e-10
-    p = p * r + 2.08767569878681e-09
-    p = p * r + 2.505210838544172e-08
-    p = p * r + 2.755731922398589e-07
-    p = p * r + 2.7557319223985893e-06
-    p = p * r + 2.48015873015873e-05
-    p = p * r + 0.0001984126984126984
-    p = p * r + 0.001388888888888889
-    p = p * r + 0.008333333333333333
-    p = p * r + 0.041666666666666664
-    p = p * r + 0.16666666666666666
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    # for x <= 0: no upper clamp, and 2**n built as one factor times a
+    # constant (_times_pow2_low)
+    p, n = _exp_parts(max(x, -760.0))
     return x if x != x else _times_pow2_low(p, n)
 
 
 def _exp_nonpos32(x):
-    xc = max(x, _F32(-110.0))
-    n = np.floor(xc * _F32(1.44269504) + _F32(0.5))
-    r = xc - n * _F32(0.693359375)
-    r = r - n * _F32(-2.12194440e-4)
-    p = _F32(1.9875691500e-4)
-    p = p * r + _F32(1.3981999507e-3)
-    p = p * r + _F32(8.3334519073e-3)
-    p = p * r + _F32(4.1665795894e-2)
-    p = p * r + _F32(1.6666665459e-1)
-    p = p * r + _F32(5.0000001201e-1)
-    p = p * r * r + r + _F32(1.0)
+    p, n = _exp_parts(max(x, _F32(-110.0)))
     return x if x != x else _times_pow2_low(p, n)
 
 
@@ -433,6 +420,7 @@ def _overload_by_float(stub, impl32, impl64, of=lambda t: t):
     overload(stub, jit_options=_FAST_OPTS)(typing)
 
 
+_overload_by_float(_exp_parts, _exp_parts32, _exp_parts64)
 _overload_by_float(fexp, _exp32, _exp64)
 _overload_by_float(fexp_nonpos, _exp_nonpos32, _exp_nonpos64)
 _overload_by_float(_log_series, _log_series32, _log_series64)
