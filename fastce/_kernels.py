@@ -187,53 +187,47 @@ def _wide_vectors(typingctx):
     return types.void(), codegen
 
 
-@intrinsic
-def _times_pow2(typingctx, p, n):
-    """p * 2**n for a float p and an integral float n of the same type, as
-    two factors 2**(n >> 1) and 2**(n - (n >> 1)) built in the exponent field
-    (so that subnormal results and 2**128 / 2**1024 work), in integers of
-    the float's width: int32 for float32, so that a vector of 16 float32
-    lanes stays one vector (Numba's own integer arithmetic is int64)."""
-    if p != n or p not in (types.float32, types.float64):
-        return None
-    sig = p(p, n)
+def _pow2_typing(nonpos, name):
+    """Typing and code of an intrinsic ``(p, n)``: p * 2**n for a float p and
+    an integral float n of the same type, with 2**n built in the exponent
+    field in integers of the float's width (int32 for float32, so that a
+    vector of 16 float32 lanes stays one vector; Numba's own integer
+    arithmetic is int64).
 
-    def codegen(context, builder, signature, args):
-        pv, nv = args
-        wide = pv.type == ir.DoubleType()
-        it = ir.IntType(64 if wide else 32)
-        bias, shift = (1023, 52) if wide else (127, 23)
-        ni = builder.fptosi(nv, it)
-        half = builder.ashr(ni, ir.Constant(it, 1))
-        f1 = builder.shl(builder.add(half, ir.Constant(it, bias)), ir.Constant(it, shift))
-        f2 = builder.shl(builder.add(builder.sub(ni, half), ir.Constant(it, bias)), ir.Constant(it, shift))
-        return builder.fmul(builder.fmul(pv, builder.bitcast(f1, pv.type)), builder.bitcast(f2, pv.type))
+    ``nonpos=False`` (any n): as two factors 2**(n >> 1) and
+    2**(n - (n >> 1)), so that subnormal results and 2**128 / 2**1024 work.
+    ``nonpos=True`` (p in [0.5, 2], n <= 0 down to the exps' clamps): as
+    p * 2**(n + K) * 2**-K with K = 64 (float32) or 512 (float64); the built
+    factor is a normal number and its product exact, so the result is
+    p * 2**n rounded once, as with the two factors, in fewer instructions.
+    """
 
-    return sig, codegen
+    def typing(typingctx, p, n):
+        if p != n or p not in (types.float32, types.float64):
+            return None
+
+        def codegen(context, builder, signature, args):
+            pv, nv = args
+            wide = pv.type == ir.DoubleType()
+            it = ir.IntType(64 if wide else 32)
+            bias, shift, k = (1023, 52, 512) if wide else (127, 23, 64)
+            ni = builder.fptosi(nv, it)
+            if nonpos:
+                f1 = builder.shl(builder.add(ni, ir.Constant(it, bias + k)), ir.Constant(it, shift))
+                return builder.fmul(builder.fmul(pv, builder.bitcast(f1, pv.type)), ir.Constant(pv.type, 2.0**-k))
+            half = builder.ashr(ni, ir.Constant(it, 1))
+            f1 = builder.shl(builder.add(half, ir.Constant(it, bias)), ir.Constant(it, shift))
+            f2 = builder.shl(builder.add(builder.sub(ni, half), ir.Constant(it, bias)), ir.Constant(it, shift))
+            return builder.fmul(builder.fmul(pv, builder.bitcast(f1, pv.type)), builder.bitcast(f2, pv.type))
+
+        return p(p, n), codegen
+
+    typing.__name__ = typing.__qualname__ = name
+    return typing
 
 
-@intrinsic
-def _times_pow2_low(typingctx, p, n):
-    """p * 2**n for a float p in [0.5, 2] and an integral float n <= 0 down
-    to the clamps of the exps below, as p * 2**(n + K) * 2**-K with K = 64
-    (float32) or 512 (float64): the first factor built in the exponent
-    field is a normal number and its product exact, so the result is
-    p * 2**n rounded once, as with :func:`_times_pow2` (whose two built
-    factors cover positive n too), in fewer instructions."""
-    if p != n or p not in (types.float32, types.float64):
-        return None
-    sig = p(p, n)
-
-    def codegen(context, builder, signature, args):
-        pv, nv = args
-        wide = pv.type == ir.DoubleType()
-        it = ir.IntType(64 if wide else 32)
-        bias, shift, k = (1023, 52, 512) if wide else (127, 23, 64)
-        ni = builder.fptosi(nv, it)
-        f1 = builder.shl(builder.add(ni, ir.Constant(it, bias + k)), ir.Constant(it, shift))
-        return builder.fmul(builder.fmul(pv, builder.bitcast(f1, pv.type)), ir.Constant(pv.type, 2.0**-k))
-
-    return sig, codegen
+_times_pow2 = intrinsic(_pow2_typing(False, "_times_pow2"))
+_times_pow2_low = intrinsic(_pow2_typing(True, "_times_pow2_low"))
 
 
 def fexp(x):
