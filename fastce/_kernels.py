@@ -1553,9 +1553,10 @@ def _tile_to_rows(typingctx, T, i0, gf, base):
 # cross_entropy + gradient with grad_out= 24 -> 19 ms, softmax with out=
 # 4.0-4.1 -> 2.9-3.1 ns per element and thread, 13 classes likewise; 50
 # classes unchanged (2026-12-04). Not kept: prefetching the input too (no
-# further gain, 50 and 100 classes 4-6% slower), the rows path (rows of
-# 1,000 and 50,000 classes 5-20% slower; the hardware prefetcher follows a
-# long row).
+# further gain, 50 and 100 classes 4-6% slower), the write prefetch in the
+# row layout (rows of 1,000 and 50,000 classes 5-20% slower; the hardware
+# prefetcher follows a long row being written; that layout reads ahead
+# instead, below).
 PREFETCH_BYTES = 5120  # how far ahead of the tile being computed
 # The row layout (cross_entropy with class-index targets, softmax,
 # log_softmax, logsumexp) reads the next row into the cache while it

@@ -225,8 +225,9 @@ def test_tiles_compiled_without_avx512(tmp_path):
     host's features without avx512*), the tiles keep the direct transposes
     and their limits of 48 bytes (masked stores are slow there) and the
     generated float64 cross_entropy kernels stop at 8 classes: softmax and
-    cross_entropy with its gradient on both sides of those limits, against
-    SciPy and the float64 formulas."""
+    cross_entropy with its gradient on both sides of those limits, and in
+    the row layout (whose hand-written row maximum then runs on 256-bit
+    halves), against SciPy and the float64 formulas."""
     import llvmlite.binding as ll
 
     features = ",".join(("-" if k.startswith("avx512") else ("+" if v else "-")) + k for k, v in ll.get_host_cpu_features().items())
@@ -236,7 +237,7 @@ def test_tiles_compiled_without_avx512(tmp_path):
     assert (K._AVX512, K._SHUFFLE_MAX_F32, K._SHUFFLE_MAX_F64) == (False, 12, 6)
     assert K.CE_LANES_MAX_CLASSES[np.dtype(np.float64)] == 8
     rng = np.random.default_rng(0)
-    for dtype, counts in ((np.float32, (5, 12, 13)), (np.float64, (5, 6, 7, 8, 9))):
+    for dtype, counts in ((np.float32, (5, 12, 13, 203)), (np.float64, (5, 6, 7, 8, 9, 101))):
         for c in counts:
             x = rng.normal(size=(64 * 3 + 5, c)).astype(dtype)
             t = rng.integers(0, c, x.shape[0])
