@@ -647,32 +647,6 @@ def _row_exp_sum(x, m, e):
     return _row_sum_off_max(e, x, m)
 
 
-@_jit()
-def _row_exp_sum_ahead(x, m, e, pf, base):
-    """:func:`_row_exp_sum`, prefetching x.shape[0] elements of the flat view
-    of ``pf`` from ``base`` on meanwhile (:func:`_row_exp_prefetch`; none if
-    ``base < 0``)."""
-    if base < 0:
-        return _row_exp_sum(x, m, e)
-    _row_exp_prefetch(x, m, e, pf, base)
-    return _row_sum_off_max(e, x, m)
-
-
-@_jit()
-def _ahead_base(x2, r, ahead):
-    """Where the row after row ``r`` of the 2-D ``x2`` starts in its flat
-    view when the row layout reads ahead (``ahead``, see
-    :func:`_reads_ahead`), else -1."""
-    return (r + 1) * x2.shape[1] if ahead and r + 1 < x2.shape[0] else -1
-
-
-@_jit()
-def _reads_ahead(x2):
-    """Whether the row layout prefetches the next row of the 2-D ``x2``
-    (see PREFETCH_ROW_MAX_BYTES)."""
-    return x2.shape[1] * x2.itemsize <= PREFETCH_ROW_MAX_BYTES and x2.size * x2.itemsize >= PREFETCH_MIN_BYTES
-
-
 @_jit(reduce=True)
 def _sum(a):
     """float64 sum of a vector (vectorised, fixed order for a given length)."""
@@ -710,9 +684,7 @@ def _row_prob_terms(w, t, x, m, keep, spread, d, d2):
 
 
 @_jit()
-def _softmax_row(x, out, pf, base):
-    """softmax of the row ``x`` into ``out``; ``pf``, ``base`` as for
-    :func:`_row_exp_sum_ahead`."""
+def _softmax_row(x, out):
     _wide_vectors()
     m = _row_max(x)
     if not abs(m) < np.inf:
@@ -720,16 +692,14 @@ def _softmax_row(x, out, pf, base):
         for k in range(x.shape[0]):
             out[k] = np.nan
         return
-    s, c = _row_exp_sum_ahead(x, m, out, pf, base)
+    s, c = _row_exp_sum(x, m, out)
     inv = 1.0 / (s + c)
     for k in range(x.shape[0]):
         out[k] = out[k] * inv
 
 
 @_jit()
-def _log_softmax_row(x, out, pf, base):
-    """log_softmax of the row ``x`` into ``out``; ``pf``, ``base`` as for
-    :func:`_row_exp_sum_ahead`."""
+def _log_softmax_row(x, out):
     _wide_vectors()
     m = _row_max(x)
     if not abs(m) < np.inf:
@@ -741,7 +711,7 @@ def _log_softmax_row(x, out, pf, base):
         for k in range(x.shape[0]):
             out[k] = x[k] - lse
         return
-    s, c = _row_exp_sum_ahead(x, m, out, pf, base)  # out as scratch
+    s, c = _row_exp_sum(x, m, out)  # out as scratch
     lse = math.log1p(s + (c - 1.0))
     for k in range(x.shape[0]):
         out[k] = np.float64(x[k] - m) - lse
@@ -814,14 +784,12 @@ def _lse_row_b(x, b, return_sign):
 
 
 @_jit()
-def _lse_row(x, b, has_b, return_sign, e, pf, base):
-    """logsumexp of the row ``x`` (weights ``b`` when ``has_b``); ``pf``,
-    ``base`` as for :func:`_row_exp_sum_ahead`."""
+def _lse_row(x, b, has_b, return_sign, e):
     if has_b:
         return _lse_row_b(x, b, return_sign)
     m = _row_max(x)
     if abs(m) < np.inf:
-        s, c = _row_exp_sum_ahead(x, m, e, pf, base)
+        s, c = _row_exp_sum(x, m, e)
         # SciPy: log1p(s / c) + log(c) + max, with c the number of max terms.
         out = math.log1p(s / c) + math.log(c) + m
         if abs(out) < np.inf:
@@ -840,12 +808,11 @@ def _softmax_rows_block(j, x, out, log, block):
     if x.shape[1] * x.itemsize <= TILE_MAX_BYTES:
         _softmax_tiles(j, x, out, log, block)
         return
-    ahead = _reads_ahead(x)
     for i in range(j * block, min(x.shape[0], (j + 1) * block)):
         if log:
-            _log_softmax_row(x[i], out[i], x, _ahead_base(x, i, ahead))
+            _log_softmax_row(x[i], out[i])
         else:
-            _softmax_row(x[i], out[i], x, _ahead_base(x, i, ahead))
+            _softmax_row(x[i], out[i])
 
 
 @_jit(parallel=True)
@@ -869,9 +836,8 @@ def _lse_block(j, x, b, b_step, return_sign, out, sgn, block):
         _lse_tiles(j, x, return_sign, out, sgn, block)
         return
     e = np.empty(x.shape[1], dtype=x.dtype)
-    ahead = _reads_ahead(x)
     for i in range(j * block, min(x.shape[0], (j + 1) * block)):
-        out[i], sgn[i] = _lse_row(x[i], b[i * b_step], b_step == 1, return_sign, e, x, _ahead_base(x, i, ahead))
+        out[i], sgn[i] = _lse_row(x[i], b[i * b_step], b_step == 1, return_sign, e)
 
 
 @_jit(parallel=True)
@@ -1258,7 +1224,12 @@ def _ce_index_row(x, y, w, wsum, eps, scale, g, need_grad, e, d, pf, base):
     _wide_vectors()
     n = x.shape[0]
     m = _row_max(x)
-    s, c = _row_exp_sum_ahead(x, m, g if need_grad else e, pf, base)
+    buf = g if need_grad else e
+    if base < 0:
+        s, c = _row_exp_sum(x, m, buf)
+    else:
+        _row_exp_prefetch(x, m, buf, pf, base)
+        s, c = _row_sum_off_max(buf, x, m)
     sp = s + (c - 1.0)  # the sum of the terms but one maximum
     lse_m = math.log1p(sp)  # lse - m
     wy = w[y]
@@ -1558,25 +1529,24 @@ def _tile_to_rows(typingctx, T, i0, gf, base):
 # prefetcher follows a long row being written; that layout reads ahead
 # instead, below).
 PREFETCH_BYTES = 5120  # how far ahead of the tile being computed
-# The row layout (cross_entropy with class-index targets, softmax,
-# log_softmax, logsumexp) reads the next row into the cache while it
-# computes the exponentials of the current one, for rows of at most
-# PREFETCH_ROW_MAX_BYTES in inputs of at least PREFETCH_MIN_BYTES. Without
-# it, a row's first pass (its maximum) waited on memory: the hardware
-# prefetcher had not run far enough ahead during the passes that work in
-# the cache. 2 threads, out=/grad_out=, best of 6-7, two alternating rounds
-# (2026-12-04, Intel host), ms:
-# - cross_entropy 10**5 x 1,000 float32 51-56 -> 43.7-43.9, float64 95-98 ->
-#   89-94; 4 x 10**5 x 250 float64 98 -> 83-85 (float32 even); 4,096 x
-#   50,000 float32 116-120 -> 107-110;
-# - softmax 10**5 x 1,000 float32 49-50 -> 41, float64 92.5 -> 80-83; 4,096
-#   x 50,000 float32 116-119 -> 107-109; log_softmax alike; logsumexp
-#   float32 38-39 -> 33 and 77 -> 66-67, float64 even;
-# - but float64 rows of 50,000 (400 KB) 225-230 -> 253-258 (the next row no
-#   longer fits in L2 beside the current row and its output), hence the
-#   row limit; and inputs that fit in the caches lose (16,384 rows of 200
-#   float32 classes, one thread: 1.50-1.52 -> 1.80-1.83 ns per element),
-#   hence the input limit.
+# The row layout reads the next row into the cache while it computes the
+# exponentials of the current one, for rows of at most this many bytes.
+# Without it, a row's first pass (its maximum) waited on memory, and the
+# hardware prefetcher did not run far enough ahead during the passes that
+# work in the cache. On 2 threads, grad_out=, best of 7, two alternating
+# rounds (2026-12-04, Intel host), ms: cross_entropy 10**5 x 1,000 float32
+# 53 -> 43-44, float64 97 -> 90-91; 4 x 10**5 x 250 float64 95-99 -> 84-86
+# (float32 even); 4,096 x 50,000 float32 119 -> 109.5; but float64 rows of
+# 50,000 (400 KB) 225-230 -> 253-258: the next row no longer fits in L2
+# beside the current row and its gradient. Inputs that fit in the caches do
+# not prefetch: the chunked loop costs there (16,384 rows, one thread, rows of
+# 200 float32 classes 1.50-1.52 -> 1.80-1.83 ns per element).
+# softmax, log_softmax and logsumexp did the same for a while (10**5 x
+# 1,000 float32 out of cache: softmax 49-50 -> 41 ms, logsumexp 38-39 ->
+# 33), but passing the array and the next row's start down to every row
+# function cost inputs in cache even without a prefetch (2,000 rows of 200
+# float32 classes, one thread: softmax 1.18 -> 1.56 ns per element, and
+# cross_entropy 1.51 -> 1.79 through the shared helpers); reverted.
 PREFETCH_ROW_MAX_BYTES = 1 << 18
 PREFETCH_MIN_BYTES = 1 << 24
 
@@ -1872,9 +1842,9 @@ def _softmax_tiles(j, x, out, log, block):
         for i in range(nb):
             if not abs(M[i]) < np.inf:
                 if log:
-                    _log_softmax_row(x[r + i], out[r + i], x, -1)
+                    _log_softmax_row(x[r + i], out[r + i])
                 else:
-                    _softmax_row(x[r + i], out[r + i], x, -1)
+                    _softmax_row(x[r + i], out[r + i])
         r += nb
 
 
@@ -1913,7 +1883,7 @@ def _lse_tiles(j, x, return_sign, out, sgn, block):
         if not _lanes_finite(F, 0, nb):
             for i in range(nb):
                 if not abs(F[0, i]) < np.inf:
-                    out[r + i], sgn[r + i] = _lse_row(x[r + i], x[r + i], False, return_sign, e, x, -1)
+                    out[r + i], sgn[r + i] = _lse_row(x[r + i], x[r + i], False, return_sign, e)
         r += nb
 
 
@@ -1964,7 +1934,7 @@ def _ce_index_block(j, x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, ne
         g2 = grad3.reshape((grad3.shape[0], n_classes))
         e = np.empty(n_classes, dtype=x3.dtype)
         d = np.empty(n_classes)
-        ahead = _reads_ahead(x2)
+        prefetch = n_classes * x3.itemsize <= PREFETCH_ROW_MAX_BYTES and x3.size * x3.itemsize >= PREFETCH_MIN_BYTES
         for r in range(r0, r1):
             g = g2[r] if need_grad else g2[0]
             if t[r] == ignore_index:
@@ -1973,7 +1943,8 @@ def _ce_index_block(j, x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, ne
                     g[:] = 0.0
             else:
                 sr = sw[r * sw_step]
-                value = sr * _ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, need_grad, e, d, x2, _ahead_base(x2, r, ahead))
+                base = (r + 1) * n_classes if r + 1 < n_batch and prefetch else -1
+                value = sr * _ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, need_grad, e, d, x2, base)
             if need_rows:
                 loss_rows[r] = value
             acc += value
