@@ -573,10 +573,8 @@ def _span_max(typingctx, x, lo, hi):
             limit = builder.insert_element(ir.Constant(ir.VectorType(intp, vl), ir.Undefined), rest, ir.Constant(ir.IntType(32), 0))
             limit = builder.shuffle_vector(limit, limit, ir.Constant(ir.VectorType(ir.IntType(32), vl), [0] * vl))
             mask = builder.icmp_signed("<", lanes, limit)
-            fnty = ir.FunctionType(vt, [vt.as_pointer(), ir.IntType(32), mask.type, vt])
-            masked = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{vl}{suffix}.p0")
             ptr = builder.bitcast(builder.gep(base, [n1]), vt.as_pointer())
-            update(accs[1], builder.call(masked, [ptr, ir.Constant(ir.IntType(32), align), mask, nan]))
+            update(accs[1], _masked_load(builder, ptr, vt, mask, align, fill=nan))
         vals = [builder.load(acc) for acc in accs]
         v = builder.call(fmax, [builder.call(fmax, vals[:2]), builder.call(fmax, vals[2:])])
         width = vl
@@ -1390,12 +1388,15 @@ def _lane_mask(n, count):
     return ir.Constant(ir.VectorType(ir.IntType(1), n), [q < count for q in range(n)])
 
 
-def _masked_load(builder, ptr, vt, count, align):
-    """``llvm.masked.load`` of the first ``count`` lanes of a ``vt`` at ``ptr`` (the others undefined)."""
+def _masked_load(builder, ptr, vt, count, align, fill=None):
+    """``llvm.masked.load`` of the first ``count`` lanes of a ``vt`` at ``ptr``
+    (``count`` a Python int, or an ``<n x i1>`` mask computed at run time);
+    the other lanes are ``fill`` (a ``vt`` value), undefined without it."""
     suffix = "f32" if isinstance(vt.element, ir.FloatType) else "f64"
-    fnty = ir.FunctionType(vt, [ptr.type, ir.IntType(32), ir.VectorType(ir.IntType(1), vt.count), vt])
+    mask = _lane_mask(vt.count, count) if isinstance(count, int) else count
+    fnty = ir.FunctionType(vt, [ptr.type, ir.IntType(32), mask.type, vt])
     fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{vt.count}{suffix}.p0")
-    return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), align), _lane_mask(vt.count, count), ir.Constant(vt, ir.Undefined)])
+    return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), align), mask, ir.Constant(vt, ir.Undefined) if fill is None else fill])
 
 
 def _masked_store(builder, value, ptr, count, align):
