@@ -1603,12 +1603,20 @@ def _prefetch_tile_out(out3, r):
 
 
 @_jit()
+def _transposed(n_classes, itemsize):
+    """Whether full tiles of rows of ``n_classes`` go in and out by
+    :func:`_rows_to_tile` / :func:`_tile_to_rows` (the counts of
+    :func:`_shuffle_row_classes`)."""
+    return n_classes <= (_SHUFFLE_MAX_F32 if itemsize == 4 else _SHUFFLE_MAX_F64)
+
+
+@_jit()
 def _tile_in(x3, n, s, nb, T):
     """Copy ``nb`` rows starting at (n, s) into the (C, LANES) tile ``T``."""
     _wide_vectors()
     n_classes = x3.shape[1]
     if x3.shape[2] == 1:
-        if nb == LANES and n_classes <= (_SHUFFLE_MAX_F32 if x3.itemsize == 4 else _SHUFFLE_MAX_F64):
+        if nb == LANES and _transposed(n_classes, x3.itemsize):
             vl = 64 // x3.itemsize
             for i0 in range(0, LANES, vl):
                 _rows_to_tile(x3, (n + i0) * n_classes, T, i0)
@@ -1632,7 +1640,7 @@ def _tile_out(T, n, s, nb, g3):
     _wide_vectors()
     n_classes = g3.shape[1]
     if g3.shape[2] == 1:
-        if nb == LANES and n_classes <= (_SHUFFLE_MAX_F32 if g3.itemsize == 4 else _SHUFFLE_MAX_F64):
+        if nb == LANES and _transposed(n_classes, g3.itemsize):
             vl = 64 // g3.itemsize
             for i0 in range(0, LANES, vl):
                 _tile_to_rows(T, i0, g3, (n + i0) * n_classes)
