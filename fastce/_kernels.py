@@ -624,25 +624,44 @@ def _row_sum_off_max(e, x, m):
 
 
 @_jit()
-def _row_exp_prefetch(x, m, e, pf, base):
-    """:func:`_row_exp`, asking for x.shape[0] elements of the flat view of
-    ``pf`` from ``base`` on (the next row) to be read into the cache as it
-    goes (see PREFETCH_ROW_MAX_BYTES): before each chunk of 512 elements,
-    the lines of the same elements there."""
-    n = x.shape[0]
-    step = 64 // x.itemsize
-    for k0 in range(0, n, 512):
-        k1 = min(n, k0 + 512)
-        for k in range(k0, k1, step):
-            _prefetch_read(pf, base + k)
-        _row_exp(x[k0:k1], m, e[k0:k1])
+def _row_exp_sum(x, m, e, ahead):
+    """exp(x - m) into ``e`` and its :func:`_row_sum_off_max`.
+
+    ``ahead``: 0, or the address of the next row (as many bytes as x), which
+    is then read into the cache as the exponentials go (see
+    PREFETCH_ROW_MAX_BYTES): before each chunk of 512 elements, the lines of
+    the same elements there. An address rather than an array: Numba counts
+    the references of every array passed down, and that cost each row of the
+    inputs that fit in the caches."""
+    if ahead == 0:
+        _row_exp(x, m, e)
+    else:
+        n = x.shape[0]
+        for k0 in range(0, n, 512):
+            k1 = min(n, k0 + 512)
+            for a in range(ahead + k0 * x.itemsize, ahead + k1 * x.itemsize, 64):
+                _prefetch_address(a)
+            _row_exp(x[k0:k1], m, e[k0:k1])
+    return _row_sum_off_max(e, x, m)
 
 
 @_jit()
-def _row_exp_sum(x, m, e):
-    """exp(x - m) into ``e`` and its :func:`_row_sum_off_max`."""
-    _row_exp(x, m, e)
-    return _row_sum_off_max(e, x, m)
+def _rows_ahead(x2):
+    """``(address of row 0, bytes per row)`` of the C-contiguous 2-D ``x2``
+    when its row layout reads the next row ahead (rows of at most
+    PREFETCH_ROW_MAX_BYTES in inputs of at least PREFETCH_MIN_BYTES), else
+    ``(0, 0)``; see :func:`_next_row`."""
+    row_bytes = x2.shape[1] * x2.itemsize
+    if row_bytes <= PREFETCH_ROW_MAX_BYTES and x2.size * x2.itemsize >= PREFETCH_MIN_BYTES:
+        return _address(x2, 0), row_bytes
+    return 0, 0
+
+
+@_jit()
+def _next_row(start, row_bytes, r, n_rows):
+    """The ``ahead`` argument of :func:`_row_exp_sum` for row ``r`` of
+    ``n_rows``, from :func:`_rows_ahead`: the address of row r + 1, or 0."""
+    return start + (r + 1) * row_bytes if start != 0 and r + 1 < n_rows else 0
 
 
 @_jit(reduce=True)
@@ -682,7 +701,8 @@ def _row_prob_terms(w, t, x, m, keep, spread, d, d2):
 
 
 @_jit()
-def _softmax_row(x, out):
+def _softmax_row(x, out, ahead):
+    """softmax of the row ``x`` into ``out``; ``ahead`` as for :func:`_row_exp_sum`."""
     _wide_vectors()
     m = _row_max(x)
     if not abs(m) < np.inf:
@@ -690,14 +710,15 @@ def _softmax_row(x, out):
         for k in range(x.shape[0]):
             out[k] = np.nan
         return
-    s, c = _row_exp_sum(x, m, out)
+    s, c = _row_exp_sum(x, m, out, ahead)
     inv = 1.0 / (s + c)
     for k in range(x.shape[0]):
         out[k] = out[k] * inv
 
 
 @_jit()
-def _log_softmax_row(x, out):
+def _log_softmax_row(x, out, ahead):
+    """log_softmax of the row ``x`` into ``out``; ``ahead`` as for :func:`_row_exp_sum`."""
     _wide_vectors()
     m = _row_max(x)
     if not abs(m) < np.inf:
@@ -709,7 +730,7 @@ def _log_softmax_row(x, out):
         for k in range(x.shape[0]):
             out[k] = x[k] - lse
         return
-    s, c = _row_exp_sum(x, m, out)  # out as scratch
+    s, c = _row_exp_sum(x, m, out, ahead)  # out as scratch
     lse = math.log1p(s + (c - 1.0))
     for k in range(x.shape[0]):
         out[k] = np.float64(x[k] - m) - lse
@@ -782,12 +803,14 @@ def _lse_row_b(x, b, return_sign):
 
 
 @_jit()
-def _lse_row(x, b, has_b, return_sign, e):
+def _lse_row(x, b, has_b, return_sign, e, ahead):
+    """logsumexp of the row ``x`` (weights ``b`` when ``has_b``; ``e`` is
+    scratch); ``ahead`` as for :func:`_row_exp_sum`."""
     if has_b:
         return _lse_row_b(x, b, return_sign)
     m = _row_max(x)
     if abs(m) < np.inf:
-        s, c = _row_exp_sum(x, m, e)
+        s, c = _row_exp_sum(x, m, e, ahead)
         # SciPy: log1p(s / c) + log(c) + max, with c the number of max terms.
         out = math.log1p(s / c) + math.log(c) + m
         if abs(out) < np.inf:
@@ -806,11 +829,13 @@ def _softmax_rows_block(j, x, out, log, block):
     if x.shape[1] * x.itemsize <= TILE_MAX_BYTES:
         _softmax_tiles(j, x, out, log, block)
         return
+    start, row_bytes = _rows_ahead(x)
     for i in range(j * block, min(x.shape[0], (j + 1) * block)):
+        ahead = _next_row(start, row_bytes, i, x.shape[0])
         if log:
-            _log_softmax_row(x[i], out[i])
+            _log_softmax_row(x[i], out[i], ahead)
         else:
-            _softmax_row(x[i], out[i])
+            _softmax_row(x[i], out[i], ahead)
 
 
 @_jit(parallel=True)
@@ -835,7 +860,7 @@ def _lse_block(j, x, b, b_step, return_sign, out, sgn, block):
         return
     e = np.empty(x.shape[1], dtype=x.dtype)
     for i in range(j * block, min(x.shape[0], (j + 1) * block)):
-        out[i], sgn[i] = _lse_row(x[i], b[i * b_step], b_step == 1, return_sign, e)
+        out[i], sgn[i] = _lse_row(x[i], b[i * b_step], b_step == 1, return_sign, e, 0)
 
 
 @_jit(parallel=True)
@@ -874,7 +899,7 @@ def _segment_stats(j, x, n_seg, M, S, Cn):
     M[j] = m
     if abs(m) < np.inf:
         e = np.empty(xs.shape[0], dtype=x.dtype)
-        s, c = _row_exp_sum(xs, m, e)
+        s, c = _row_exp_sum(xs, m, e, 0)
     else:  # all -inf (adds nothing), or +inf / all NaN (the row is redone as a whole)
         s, c = 0.0, 0.0
     S[j] = s
@@ -1209,12 +1234,11 @@ def index_target_stats_ser(t, ignore_index, n_classes, w, sw, sw_step, weighted,
 
 
 @_jit()
-def _ce_index_row(x, y, w, wsum, eps, scale, g, need_grad, e, d, pf, base):
+def _ce_index_row(x, y, w, wsum, eps, scale, g, need_grad, e, d, ahead):
     """Loss of one row with class-index target ``y`` (PyTorch's formula with
     label smoothing ``eps`` and class weights ``w``), and ``scale`` times its
-    gradient written into ``g`` when ``need_grad``; x.shape[0] elements of
-    the flat view of ``pf`` from ``base`` on are prefetched meanwhile (none
-    if ``base < 0``, see :func:`_row_exp_prefetch`).
+    gradient written into ``g`` when ``need_grad``; ``ahead`` as for
+    :func:`_row_exp_sum`.
 
     loss = (1 - eps) w_y (lse - x_y) + eps / C * sum_k w_k (lse - x_k)
     grad_k = [(1 - eps) w_y + eps W / C] p_k - (1 - eps) w_y [k == y] - eps / C w_k
@@ -1222,12 +1246,7 @@ def _ce_index_row(x, y, w, wsum, eps, scale, g, need_grad, e, d, pf, base):
     _wide_vectors()
     n = x.shape[0]
     m = _row_max(x)
-    buf = g if need_grad else e
-    if base < 0:
-        s, c = _row_exp_sum(x, m, buf)
-    else:
-        _row_exp_prefetch(x, m, buf, pf, base)
-        s, c = _row_sum_off_max(buf, x, m)
+    s, c = _row_exp_sum(x, m, g if need_grad else e, ahead)
     sp = s + (c - 1.0)  # the sum of the terms but one maximum
     lse_m = math.log1p(sp)  # lse - m
     wy = w[y]
@@ -1269,7 +1288,7 @@ def _ce_prob_row(x, t, w, eps, scale, g, need_grad, e, d, d2):
     _wide_vectors()
     n = x.shape[0]
     m = _row_max(x)
-    s, c = _row_exp_sum(x, m, g if need_grad else e)
+    s, c = _row_exp_sum(x, m, g if need_grad else e, 0)
     sp = s + (c - 1.0)
     lse_m = math.log1p(sp)
     keep = 1.0 - eps
@@ -1542,45 +1561,78 @@ PREFETCH_BYTES = 5120  # how far ahead of the tile being computed
 # beside the current row and its gradient. Inputs that fit in the caches do
 # not prefetch: the chunked loop costs there (16,384 rows, one thread, rows of
 # 200 float32 classes 1.50-1.52 -> 1.80-1.83 ns per element).
-# softmax, log_softmax and logsumexp did the same for a while (10**5 x
-# 1,000 float32 out of cache: softmax 49-50 -> 41 ms, logsumexp 38-39 ->
-# 33), but passing the array and the next row's start down to every row
-# function cost inputs in cache even without a prefetch (2,000 rows of 200
-# float32 classes, one thread: softmax 1.18 -> 1.56 ns per element, and
-# cross_entropy 1.51 -> 1.79 through the shared helpers); reverted.
+# softmax and log_softmax do the same (10**5 x 1,000 out of cache, 2
+# threads, out=, ms: float32 47-48 -> 41, float64 88 -> 83; 4 x 10**5 x 250
+# float64 77-78 -> 70; 4,096 x 50,000 float32 111-113 -> 107-108). The row
+# functions take the next row's address, not the array: passing the array
+# and an index down cost inputs in cache even without a prefetch (2,000
+# rows of 200 float32 classes, one thread: softmax 1.18 -> 1.56 ns per
+# element), the address nothing measurable (1.18-1.19 either way).
+# logsumexp does not: this way its 10**5 x 1,000 rows got slower (float32
+# 38 -> 40 ms on 2 threads, 76 -> 86 on one; float64 71-75 -> 80), and the
+# chunked loop alone without the prefetches cost it 6 ms on one thread;
+# passing the array down as 9ec299d did gave 33 ms (not understood).
 PREFETCH_ROW_MAX_BYTES = 1 << 18
 PREFETCH_MIN_BYTES = 1 << 24
 
 
-def _prefetch_typing(rw, name):
-    """Typing and code of an intrinsic ``(a, i)``: ``llvm.prefetch`` of the
-    cache line holding element ``i`` of the flat view of the C-contiguous
-    array ``a``, for reading (rw 0) or writing (rw 1; ``prefetchw`` on x86),
-    with high temporal locality (into L1), data cache: a hint only (no
-    fault, even past the end)."""
-
-    def typing(typingctx, a, i):
-        if not (isinstance(a, types.Array) and isinstance(i, types.Integer)):
-            return None
-
-        def codegen(context, builder, signature, args):
-            arr = context.make_array(signature.args[0])(context, builder, args[0])
-            i8p = ir.IntType(8).as_pointer()
-            i32 = ir.IntType(32)
-            fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-            ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), i8p)
-            builder.call(fn, [ptr, ir.Constant(i32, rw), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-            return context.get_dummy_value()
-
-        return types.void(a, types.intp), codegen
-
-    typing.__name__ = typing.__qualname__ = name
-    return typing
+def _emit_prefetch(builder, ptr, rw):
+    """``llvm.prefetch`` of the cache line at ``ptr``, for reading (rw 0) or
+    writing (rw 1; ``prefetchw`` on x86), with high temporal locality (into
+    L1), data cache: a hint only (no fault, even past the end of an array)."""
+    i8p = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+    builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, rw), ir.Constant(i32, 3), ir.Constant(i32, 1)])
 
 
-_prefetch_read = intrinsic(_prefetch_typing(0, "_prefetch_read"))
-_prefetch_write = intrinsic(_prefetch_typing(1, "_prefetch_write"))
+def _flat_element_ptr(context, builder, aty, a, i):
+    """Pointer to element ``i`` of the flat view of the C-contiguous array ``a`` (no bounds check)."""
+    return builder.gep(context.make_array(aty)(context, builder, a).data, [i])
+
+
+@intrinsic
+def _prefetch_write(typingctx, a, i):
+    """Prefetch for writing the cache line of element ``i`` of the flat view
+    of the C-contiguous array ``a`` (see :func:`_emit_prefetch`)."""
+    if not (isinstance(a, types.Array) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        _emit_prefetch(builder, _flat_element_ptr(context, builder, signature.args[0], *args), 1)
+        return context.get_dummy_value()
+
+    return types.void(a, types.intp), codegen
+
+
+@intrinsic
+def _address(typingctx, a, i):
+    """The address (intp) of element ``i`` of the flat view of the
+    C-contiguous array ``a`` (no bounds check)."""
+    if not (isinstance(a, types.Array) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ptrtoint(_flat_element_ptr(context, builder, signature.args[0], *args), context.get_value_type(types.intp))
+
+    return types.intp(a, types.intp), codegen
+
+
+@intrinsic
+def _prefetch_address(typingctx, addr):
+    """Prefetch for reading the cache line at address ``addr`` (an integer,
+    from :func:`_address`; see :func:`_emit_prefetch`)."""
+    if not isinstance(addr, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        (value,) = args
+        ptr = builder.inttoptr(context.cast(builder, value, signature.args[0], types.intp), ir.IntType(8).as_pointer())
+        _emit_prefetch(builder, ptr, 0)
+        return context.get_dummy_value()
+
+    return types.void(addr), codegen
 
 
 @_jit()
@@ -1851,9 +1903,9 @@ def _softmax_tiles(j, x, out, log, block):
         for i in range(nb):
             if not abs(M[i]) < np.inf:
                 if log:
-                    _log_softmax_row(x[r + i], out[r + i])
+                    _log_softmax_row(x[r + i], out[r + i], 0)
                 else:
-                    _softmax_row(x[r + i], out[r + i])
+                    _softmax_row(x[r + i], out[r + i], 0)
         r += nb
 
 
@@ -1892,7 +1944,7 @@ def _lse_tiles(j, x, return_sign, out, sgn, block):
         if not _lanes_finite(F, 0, nb):
             for i in range(nb):
                 if not abs(F[0, i]) < np.inf:
-                    out[r + i], sgn[r + i] = _lse_row(x[r + i], x[r + i], False, return_sign, e)
+                    out[r + i], sgn[r + i] = _lse_row(x[r + i], x[r + i], False, return_sign, e, 0)
         r += nb
 
 
@@ -1943,7 +1995,7 @@ def _ce_index_block(j, x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, ne
         g2 = grad3.reshape((grad3.shape[0], n_classes))
         e = np.empty(n_classes, dtype=x3.dtype)
         d = np.empty(n_classes)
-        prefetch = n_classes * x3.itemsize <= PREFETCH_ROW_MAX_BYTES and x3.size * x3.itemsize >= PREFETCH_MIN_BYTES
+        start, row_bytes = _rows_ahead(x2)
         for r in range(r0, r1):
             g = g2[r] if need_grad else g2[0]
             if t[r] == ignore_index:
@@ -1952,8 +2004,8 @@ def _ce_index_block(j, x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, ne
                     g[:] = 0.0
             else:
                 sr = sw[r * sw_step]
-                base = (r + 1) * n_classes if r + 1 < n_batch and prefetch else -1
-                value = sr * _ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, need_grad, e, d, x2, base)
+                ahead = _next_row(start, row_bytes, r, n_batch)
+                value = sr * _ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, need_grad, e, d, ahead)
             if need_rows:
                 loss_rows[r] = value
             acc += value

@@ -369,7 +369,7 @@ def _ce_index_long_rows(x2, t, w, wsum, sw, sw_step, ignore_index, eps, scale, g
         d = np.empty(n_classes)
         g = g2[r] if g2 is not None else e
         sr = float(sw[r * sw_step])
-        values[r] = sr * K._ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, g2 is not None, e, d, x2, -1)
+        values[r] = sr * K._ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, g2 is not None, e, d, 0)
     if loss_rows.shape[0]:
         loss_rows[:] = values
     return values

@@ -169,7 +169,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
             sgn[:] = 1.0
             e = np.empty(x2.shape[1], dtype=compute)
             for i in np.flatnonzero(~np.isfinite(out)):
-                out[i], sgn[i] = K._lse_row(x2[i], x2[i], False, return_sign, e)
+                out[i], sgn[i] = K._lse_row(x2[i], x2[i], False, return_sign, e, 0)
         else:
             if bb is None and x2.shape[1] * x2.itemsize <= K.TILE_MAX_BYTES:  # whole tiles of K.LANES rows
                 block = K.LANES * max(1, min(64, (1 << 14) // (x2.shape[1] * K.LANES)))
@@ -250,7 +250,7 @@ def _softmax_like(x, axis, name, out=None):
             a = np.log1p(s + (c - 1.0)) if log else 1.0 / (s + c)  # as K._log_softmax_row / K._softmax_row
         run_kernel(K.segment_apply_par, K.segment_apply_ser, None, x2.size, x2, n_seg, m, a, log, out2)
         for i in np.flatnonzero(~np.isfinite(m)):
-            (K._log_softmax_row if log else K._softmax_row)(x2[i], out2[i])
+            (K._log_softmax_row if log else K._softmax_row)(x2[i], out2[i], 0)
     else:
         # rows per prange block, from the shape only: tiles of K.LANES short
         # rows, or one row at a time for rows of many elements

@@ -1387,3 +1387,30 @@ def test_out_with_dask_input_raises(kind):
     da = pytest.importorskip("dask.array")
     with pytest.raises(TypeError, match="out is not supported for Dask input"):
         _call(kind, da.ones((4, 5), chunks=2), -1, out=np.empty((4, 5)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_rows_read_ahead(name, dtype):
+    """Inputs of at least K.PREFETCH_MIN_BYTES in the row layout prefetch the
+    next row while computing one: softmax and log_softmax equal, bit for
+    bit, the same rows in calls small enough not to, and SciPy (rows with a
+    NaN and with -inf included)."""
+    from fastce import _kernels as K
+
+    n_classes = 1000
+    n_rows = -(-K.PREFETCH_MIN_BYTES // (n_classes * np.dtype(dtype).itemsize)) + 3
+    x = (np.random.default_rng(43).normal(size=(n_rows, n_classes)) * 4).astype(dtype)
+    x[5, 17] = np.nan
+    x[6, :] = -np.inf
+    x[-1, 3] = 30.0
+    ours = getattr(fastce, name)
+    whole = ours(x, axis=-1)
+    parts = np.concatenate([ours(x[i : i + 500], axis=-1) for i in range(0, n_rows, 500)])
+    np.testing.assert_array_equal(whole, parts)
+    rtol = 2e-6 if dtype == np.float32 else 1e-13
+    ref = getattr(sp, name)(x[-600:].astype(np.float64), axis=-1)
+    np.testing.assert_allclose(whole[-600:], ref, rtol=rtol, atol=rtol * 1e-2)
+    with np.errstate(all="ignore"):
+        ref = getattr(sp, name)(x[:10], axis=-1)
+    np.testing.assert_array_equal(np.isnan(whole[:10]), np.isnan(ref))
