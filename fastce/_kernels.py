@@ -683,17 +683,19 @@ def _row_weighted_gap(w, x, m, d):
     return _sum(d)
 
 
-@_jit()
-def _row_prob_terms(w, t, x, m, keep, spread, d, d2):
-    """``(sum_k w_k t'_k (m - x_k), sum_k w_k t'_k)`` with t' = keep t + spread;
-    a term with w_k t'_k == 0 adds nothing even where x_k = -inf. d, d2 are
-    float64 scratch."""
+@_jit(reduce=True)
+def _row_prob_terms(w, t, x, m, keep, spread):
+    """``(sum_k w_k t'_k (m - x_k), sum_k w_k t'_k)`` with t' = keep t + spread,
+    in float64, in one vectorised pass (fixed order for a given length); a
+    term with w_k t'_k == 0 adds nothing even where x_k = -inf."""
     _wide_vectors()
+    part = 0.0
+    total = 0.0
     for k in range(x.shape[0]):
         wt = w[k] * (keep * t[k] + spread)
-        d[k] = 0.0 if wt == 0.0 else wt * np.float64(m - x[k])
-        d2[k] = wt
-    return _sum(d), _sum(d2)
+        part += 0.0 if wt == 0.0 else wt * np.float64(m - x[k])
+        total += wt
+    return part, total
 
 
 # ---------------------------------------------------------------------------
@@ -1048,9 +1050,7 @@ def _segment_prob_terms(j, x, t, n_seg, m, w, keep, spread, part, total):
     r = j // n_seg
     s0 = (j - r * n_seg) * SEGMENT
     s1 = min(x.shape[1], s0 + SEGMENT)
-    d = np.empty(s1 - s0)
-    d2 = np.empty(s1 - s0)
-    part[j], total[j] = _row_prob_terms(w[s0:s1], t[r, s0:s1], x[r, s0:s1], m[r], keep, spread, d, d2)
+    part[j], total[j] = _row_prob_terms(w[s0:s1], t[r, s0:s1], x[r, s0:s1], m[r], keep, spread)
 
 
 @_jit(parallel=True)
@@ -1281,7 +1281,7 @@ def _target_grad(at_max, g_y, sp, wy, wsum, eps, n, scale):
 
 
 @_jit()
-def _ce_prob_row(x, t, w, eps, scale, g, need_grad, e, d, d2):
+def _ce_prob_row(x, t, w, eps, scale, g, need_grad, e):
     """Loss of one row with class-probability target ``t`` smoothed to
     t' = (1 - eps) t + eps / C: sum_k w_k t'_k (lse - x_k); gradient
     p_k sum_j w_j t'_j - w_k t'_k."""
@@ -1293,7 +1293,7 @@ def _ce_prob_row(x, t, w, eps, scale, g, need_grad, e, d, d2):
     lse_m = math.log1p(sp)
     keep = 1.0 - eps
     spread = eps / n
-    part, total = _row_prob_terms(w, t, x, m, keep, spread, d, d2)
+    part, total = _row_prob_terms(w, t, x, m, keep, spread)
     loss = part + total * lse_m
     if need_grad:
         a = scale * total / (1.0 + sp)
@@ -2046,12 +2046,10 @@ def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, 
         t2 = t3.reshape((n_batch, n_classes))
         g2 = grad3.reshape((grad3.shape[0], n_classes))
         e = np.empty(n_classes, dtype=x3.dtype)
-        d = np.empty(n_classes)
-        d2 = np.empty(n_classes)
         for r in range(r0, r1):
             g = g2[r] if need_grad else g2[0]
             sr = sw[r * sw_step]
-            value = sr * _ce_prob_row(x2[r], t2[r], w, eps, scale * sr, g, need_grad, e, d, d2)
+            value = sr * _ce_prob_row(x2[r], t2[r], w, eps, scale * sr, g, need_grad, e)
             if need_rows:
                 loss_rows[r] = value
             acc += value

@@ -412,11 +412,9 @@ def _ce_prob_long_rows(x2, t2, w, sw, sw_step, eps, scale, g2, loss_rows, n_thre
         )  # fmt: skip
     for r in redo:
         e = np.empty(n_classes, dtype=x2.dtype)
-        d = np.empty(n_classes)
-        d2 = np.empty(n_classes)
         g = g2[r] if g2 is not None else e
         sr = float(sw[r * sw_step])
-        values[r] = sr * K._ce_prob_row(x2[r], t2[r], w, eps, scale * sr, g, g2 is not None, e, d, d2)
+        values[r] = sr * K._ce_prob_row(x2[r], t2[r], w, eps, scale * sr, g, g2 is not None, e)
     if loss_rows.shape[0]:
         loss_rows[:] = values
     return values
