@@ -674,13 +674,15 @@ def _sum(a):
     return s
 
 
-@_jit()
-def _row_weighted_gap(w, x, m, d):
-    """sum_k w_k (m - x_k) in float64 (the label-smoothing term); d is scratch."""
+@_jit(reduce=True)
+def _row_weighted_gap(w, x, m):
+    """sum_k w_k (m - x_k) in float64 (the label-smoothing term), vectorised
+    (fixed order for a given length)."""
     _wide_vectors()
+    s = 0.0
     for k in range(x.shape[0]):
-        d[k] = w[k] * np.float64(m - x[k])
-    return _sum(d)
+        s += w[k] * np.float64(m - x[k])
+    return s
 
 
 @_jit(reduce=True)
@@ -990,8 +992,7 @@ def _segment_weighted_gap(j, x, n_seg, m, w, out):
     r = j // n_seg
     s0 = (j - r * n_seg) * SEGMENT
     s1 = min(x.shape[1], s0 + SEGMENT)
-    d = np.empty(s1 - s0)
-    out[j] = _row_weighted_gap(w[s0:s1], x[r, s0:s1], m[r], d)
+    out[j] = _row_weighted_gap(w[s0:s1], x[r, s0:s1], m[r])
 
 
 @_jit(parallel=True)
@@ -1234,7 +1235,7 @@ def index_target_stats_ser(t, ignore_index, n_classes, w, sw, sw_step, weighted,
 
 
 @_jit()
-def _ce_index_row(x, y, w, wsum, eps, scale, g, need_grad, e, d, ahead):
+def _ce_index_row(x, y, w, wsum, eps, scale, g, need_grad, e, ahead):
     """Loss of one row with class-index target ``y`` (PyTorch's formula with
     label smoothing ``eps`` and class weights ``w``), and ``scale`` times its
     gradient written into ``g`` when ``need_grad``; ``ahead`` as for
@@ -1255,7 +1256,7 @@ def _ce_index_row(x, y, w, wsum, eps, scale, g, need_grad, e, d, ahead):
     loss = coef * np.float64(m - xy)
     full = coef
     if eps > 0.0:
-        loss += eps / n * _row_weighted_gap(w, x, m, d)
+        loss += eps / n * _row_weighted_gap(w, x, m)
         full += eps * wsum / n
     loss += full * lse_m
     if need_grad:
@@ -1994,7 +1995,6 @@ def _ce_index_block(j, x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, ne
         x2 = x3.reshape((n_batch, n_classes))
         g2 = grad3.reshape((grad3.shape[0], n_classes))
         e = np.empty(n_classes, dtype=x3.dtype)
-        d = np.empty(n_classes)
         start, row_bytes = _rows_ahead(x2)
         for r in range(r0, r1):
             g = g2[r] if need_grad else g2[0]
@@ -2005,7 +2005,7 @@ def _ce_index_block(j, x3, t, w, wsum, sw, sw_step, ignore_index, eps, scale, ne
             else:
                 sr = sw[r * sw_step]
                 ahead = _next_row(start, row_bytes, r, n_batch)
-                value = sr * _ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, need_grad, e, d, ahead)
+                value = sr * _ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, need_grad, e, ahead)
             if need_rows:
                 loss_rows[r] = value
             acc += value

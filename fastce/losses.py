@@ -366,10 +366,9 @@ def _ce_index_long_rows(x2, t, w, wsum, sw, sw_step, ignore_index, eps, scale, g
             g2[r, y] = K._target_grad(at_max, g2[r, y], sp, float(w[y]), wsum, eps, n_classes, scale * float(sw[r * sw_step]))
     for r in redo:
         e = np.empty(n_classes, dtype=x2.dtype)
-        d = np.empty(n_classes)
         g = g2[r] if g2 is not None else e
         sr = float(sw[r * sw_step])
-        values[r] = sr * K._ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, g2 is not None, e, d, 0)
+        values[r] = sr * K._ce_index_row(x2[r], t[r], w, wsum, eps, scale * sr, g, g2 is not None, e, 0)
     if loss_rows.shape[0]:
         loss_rows[:] = values
     return values
