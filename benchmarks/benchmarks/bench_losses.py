@@ -84,6 +84,40 @@ class CrossEntropyClasses:
         self.fn()
 
 
+class CrossEntropyOptions:
+    """cross_entropy loss and gradient into a reused gradient (grad_out=),
+    one thread, about 4 million logits, with the options that take their
+    own paths: class-probability targets, and class-index targets with
+    label smoothing; 10 classes (tiles of rows) and 1,000 (one row at a
+    time)."""
+
+    params = [[10, 1_000], list(common.DTYPES), ["probabilities", "label_smoothing"]]
+    param_names = ["classes", "dtype", "option"]
+    timeout = 300
+
+    def setup(self, classes, dtype, option):
+        import fastce
+
+        n_rows = max(1, common.CLASS_COUNT_ELEMENTS // classes)
+        x = common.logits((n_rows, classes), dtype)
+        g = np.empty_like(x)
+        if option == "probabilities":
+            t = np.random.default_rng(5).random((n_rows, classes)).astype(dtype)
+            t /= t.sum(axis=1, keepdims=True)
+            kw = {}
+        else:
+            t = common.class_targets(n_rows, classes)
+            kw = {"label_smoothing": 0.1}
+        self.fn = lambda: fastce.cross_entropy(x, t, return_grad=True, grad_out=g, n_threads=1, **kw)
+        self.fn()
+
+    def teardown(self, *params):
+        self.__dict__.pop("fn", None)
+
+    def time_loss_grad_out(self, classes, dtype, option):
+        self.fn()
+
+
 class SmallBatch(_LossGrad):
     """Loss and gradient of one mini-batch (64 rows of 10 classes, or 64
     binary logits), one thread: what a call costs beyond its arithmetic
