@@ -807,14 +807,15 @@ def _lse_row_b(x, b, return_sign):
 
 
 @_jit()
-def _lse_row(x, b, has_b, return_sign, e, ahead):
+def _lse_row(x, b, has_b, return_sign, e):
     """logsumexp of the row ``x`` (weights ``b`` when ``has_b``; ``e`` is
-    scratch); ``ahead`` as for :func:`_row_exp_sum`."""
+    scratch). It does not read the next row ahead (see
+    PREFETCH_ROW_MAX_BYTES)."""
     if has_b:
         return _lse_row_b(x, b, return_sign)
     m = _row_max(x)
     if abs(m) < np.inf:
-        s, c = _row_exp_sum(x, m, e, ahead)
+        s, c = _row_exp_sum(x, m, e, 0)
         # SciPy: log1p(s / c) + log(c) + max, with c the number of max terms.
         out = math.log1p(s / c) + math.log(c) + m
         if abs(out) < np.inf:
@@ -864,7 +865,7 @@ def _lse_block(j, x, b, b_step, return_sign, out, sgn, block):
         return
     e = np.empty(x.shape[1], dtype=x.dtype)
     for i in range(j * block, min(x.shape[0], (j + 1) * block)):
-        out[i], sgn[i] = _lse_row(x[i], b[i * b_step], b_step == 1, return_sign, e, 0)
+        out[i], sgn[i] = _lse_row(x[i], b[i * b_step], b_step == 1, return_sign, e)
 
 
 @_jit(parallel=True)
@@ -1945,7 +1946,7 @@ def _lse_tiles(j, x, return_sign, out, sgn, block):
         if not _lanes_finite(F, 0, nb):
             for i in range(nb):
                 if not abs(F[0, i]) < np.inf:
-                    out[r + i], sgn[r + i] = _lse_row(x[r + i], x[r + i], False, return_sign, e, 0)
+                    out[r + i], sgn[r + i] = _lse_row(x[r + i], x[r + i], False, return_sign, e)
         r += nb
 
 

@@ -169,7 +169,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
             sgn[:] = 1.0
             e = np.empty(x2.shape[1], dtype=compute)
             for i in np.flatnonzero(~np.isfinite(out)):
-                out[i], sgn[i] = K._lse_row(x2[i], x2[i], False, return_sign, e, 0)
+                out[i], sgn[i] = K._lse_row(x2[i], x2[i], False, return_sign, e)
         else:
             if bb is None and x2.shape[1] * x2.itemsize <= K.TILE_MAX_BYTES:  # whole tiles of K.LANES rows
                 block = K.LANES * max(1, min(64, (1 << 14) // (x2.shape[1] * K.LANES)))
