@@ -17,9 +17,12 @@ count asked for, it times fastce and every installed peer on the same data
 It measures the floors of this machine in the same run:
 
 * memory floor = bytes that must move (inputs read once, outputs written
-  once) / the copy bandwidth of a Numba ``prange`` copy on the same number of
-  threads (bytes read + bytes written per second; a write-only fill is
-  reported too);
+  once) / the copy bandwidth on the same number of threads (bytes read +
+  bytes written per second): the faster of a Numba ``prange`` copy and a
+  copy whose every 64-byte line is one non-temporal ("streaming") store,
+  which writes without first reading the line into the cache (1.5x the
+  plain copy on the Intel host of docs/benchmarks; fastce's kernels use
+  plain stores). Both copies and a write-only fill are reported;
 * exp floor = number of exp/log evaluations / the throughput of a vectorised
   ``exp`` on the same number of threads, on data that stays in the caches:
   the kernels' own vectorised exp (``fastce._kernels.fexp_nonpos``, for
@@ -305,8 +308,34 @@ def _floor_kernels():
             for i in numba.prange(dst.shape[0]):
                 dst[i] = value
 
-        _floor_kernel_cache.update(copy=copy, fill=fill)
-    return _floor_kernel_cache["copy"], _floor_kernel_cache["fill"]
+        from . import _kernels as K
+
+        @numba.njit(parallel=True, nogil=True)
+        def stream_copy(src, dst, n_blocks):
+            # dst 64-byte aligned; blocks of whole lines (8 float64), each
+            # line one non-temporal store, a fence at the end of each block
+            n = src.shape[0]
+            size = (-(-n // n_blocks) + 7) // 8 * 8
+            for b in numba.prange(n_blocks):
+                k = b * size
+                stop = min(n, k + size)
+                while k + 8 <= stop:
+                    K._stream_line(dst, k, src, k)
+                    k += 8
+                for q in range(k, stop):
+                    dst[q] = src[q]
+                K._store_fence()
+
+        _floor_kernel_cache.update(copy=copy, fill=fill, stream_copy=stream_copy)
+    return _floor_kernel_cache["copy"], _floor_kernel_cache["fill"], _floor_kernel_cache["stream_copy"]
+
+
+def _aligned_empty(n, dtype, align=64):
+    """An uninitialised 1-D array of ``n`` elements starting on an ``align``-byte boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(n + align // itemsize, dtype=dtype)
+    start = (-raw.ctypes.data % align) // itemsize
+    return raw[start : start + n]
 
 
 def _agrees_with_np_exp(run, dtype):
@@ -427,8 +456,10 @@ def measure_floors(threads, dtypes=("float32", "float64"), n_elements=1 << 25, r
     """Measure copy/write bandwidth and exp throughput on ``threads`` threads.
 
     Returns a dict with ``copy_bytes_per_s`` (bytes read + written per
-    second by a ``prange`` copy of ``n_elements`` float64, far beyond the
-    caches for the default), ``write_bytes_per_s`` (a ``prange`` fill), and
+    second by a copy of ``n_elements`` float64, far beyond the caches for
+    the default: the faster of ``plain_copy_bytes_per_s``, a ``prange``
+    copy, and ``stream_copy_bytes_per_s``, one non-temporal store per
+    64-byte line), ``write_bytes_per_s`` (a ``prange`` fill), and
     per dtype ``exp_per_s`` and ``exp_method``. The exp throughput is that
     of fastce's own vectorised exp (see :func:`_vectorised_exp`) on data
     that stays in the caches, so that it measures the exp and not memory
@@ -436,16 +467,21 @@ def measure_floors(threads, dtypes=("float32", "float64"), n_elements=1 << 25, r
     NumPy's ``np.exp`` on one slice per Python thread. Each measurement is
     the best of at least ``repeat`` runs adding up to ``min_time`` seconds.
     """
-    copy, fill = _floor_kernels()
+    copy, fill, stream_copy = _floor_kernels()
     src = np.random.default_rng(0).random(n_elements)
-    dst = np.empty_like(src)
+    dst = _aligned_empty(n_elements, np.float64)
     with _numba_threads(threads):
         t_copy = best_of(lambda: copy(src, dst), repeat, min_time=min_time)[0]
+        t_stream = best_of(lambda: stream_copy(src, dst, 64), repeat, min_time=min_time)[0]
         t_fill = best_of(lambda: fill(dst, 1.5), repeat, min_time=min_time)[0]
     del src, dst
+    plain = 2 * 8 * n_elements / t_copy
+    streaming = 2 * 8 * n_elements / t_stream
     floors = {
         "threads": threads,
-        "copy_bytes_per_s": 2 * 8 * n_elements / t_copy,
+        "copy_bytes_per_s": max(plain, streaming),
+        "plain_copy_bytes_per_s": plain,
+        "stream_copy_bytes_per_s": streaming,
         "write_bytes_per_s": 8 * n_elements / t_fill,
         "exp_per_s": {},
         "exp_method": {},
@@ -861,7 +897,7 @@ def benchmark(size="quick", threads=None, dtypes=("float32", "float64"), kernels
 def _best_floors(a, b):
     """The higher of two measurements of each rate (the machine can do at least that)."""
     out = dict(a)
-    for key in ("copy_bytes_per_s", "write_bytes_per_s"):
+    for key in ("copy_bytes_per_s", "plain_copy_bytes_per_s", "stream_copy_bytes_per_s", "write_bytes_per_s"):
         out[key] = max(a[key], b[key])
     out["exp_per_s"] = {d: max(a["exp_per_s"][d], b["exp_per_s"][d]) for d in a["exp_per_s"]}
     return out
@@ -910,7 +946,8 @@ def _preamble(results):
     for n, f in results["floors"].items():
         exps = ", ".join(f"{d} {v / 1e9:.2f}e9/s" for d, v in f["exp_per_s"].items())
         method = "; ".join(dict.fromkeys(f["exp_method"].values()))
-        lines.append(f"floors, {n} thread(s): copy {f['copy_bytes_per_s'] / 1e9:.1f} GB/s (read+write), "
+        lines.append(f"floors, {n} thread(s): copy {f['copy_bytes_per_s'] / 1e9:.1f} GB/s (read+write; plain stores "
+                     f"{f['plain_copy_bytes_per_s'] / 1e9:.1f}, streaming stores {f['stream_copy_bytes_per_s'] / 1e9:.1f}), "
                      f"write {f['write_bytes_per_s'] / 1e9:.1f} GB/s; exp {exps} ({method})")  # fmt: skip
     beaten = [r for r in results["rows"] if r.get("ratio_to_floor", 1.0) < 0.9]
     if beaten:

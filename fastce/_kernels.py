@@ -1653,6 +1653,41 @@ def _prefetch_address(typingctx, addr):
     return types.void(addr), codegen
 
 
+@intrinsic
+def _stream_line(typingctx, dst, i, src, q):
+    """Store the 64 bytes at element ``q`` of the flat view of ``src`` to
+    element ``i`` of the flat view of ``dst`` (C-contiguous arrays of one
+    float dtype) with a non-temporal store: written to memory without
+    reading the line into the cache first. The destination must be 64-byte
+    aligned (no check)."""
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Array) and dst.dtype == src.dtype
+            and dst.dtype in (types.float32, types.float64) and isinstance(i, types.Integer) and isinstance(q, types.Integer)):  # fmt: skip
+        return None
+
+    def codegen(context, builder, signature, args):
+        dty, _, sty, _ = signature.args
+        d, iv, s_, qv = args
+        vt = ir.VectorType(context.get_value_type(dty.dtype), 512 // dty.dtype.bitwidth)
+        v = builder.load(builder.bitcast(_flat_element_ptr(context, builder, sty, s_, qv), vt.as_pointer()), align=dty.dtype.bitwidth // 8)
+        st = builder.store(v, builder.bitcast(_flat_element_ptr(context, builder, dty, d, iv), vt.as_pointer()), align=64)
+        st.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.void(dst, types.intp, src, types.intp), codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """A full memory fence (``mfence`` on x86): the non-temporal stores
+    before it are visible to other threads before anything after it."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
 @_jit()
 def _prefetch_tile_out(out3, r):
     """For rows (out3 of shape (N, C, 1)): prefetch for writing the

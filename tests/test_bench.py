@@ -53,6 +53,8 @@ def test_floors_are_positive_and_consistent(results):
         assert int(n) >= 1
         assert floors["copy_bytes_per_s"] > 0 and math.isfinite(floors["copy_bytes_per_s"])
         assert floors["write_bytes_per_s"] > 0 and math.isfinite(floors["write_bytes_per_s"])
+        # the memory floor takes the faster of the plain and the streaming copy
+        assert floors["copy_bytes_per_s"] == max(floors["plain_copy_bytes_per_s"], floors["stream_copy_bytes_per_s"])
         assert set(floors["exp_per_s"]) == {"float32", "float64"}
         assert all(v > 0 and math.isfinite(v) for v in floors["exp_per_s"].values())
     for row in results["rows"]:
@@ -190,3 +192,17 @@ def test_command_line_end_to_end(tmp_path, capsys):
     if png is not None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert {s["peer"] for s in saved["sweep"]} >= {"fastce"}
+
+
+@pytest.mark.parametrize("n", [0, 5, 8, 63, 64, 1000, 8 * 64 * 3, 8 * 64 * 3 + 5, 12_345])
+def test_streaming_floor_copy_copies(n):
+    """The streaming copy of the memory floor (whole 64-byte lines by
+    non-temporal stores, the rest plainly) copies every element, for sizes
+    around its blocks and lines, into an aligned destination."""
+    _, _, stream_copy = _bench._floor_kernels()
+    src = np.random.default_rng(n).random(n)
+    dst = _bench._aligned_empty(n, np.float64)
+    assert (n == 0 or dst.ctypes.data % 64 == 0) and dst.shape == (n,)
+    dst[:] = np.nan
+    stream_copy(src, dst, 64)
+    np.testing.assert_array_equal(dst, src)
