@@ -308,17 +308,20 @@ _F32 = np.float32
 
 
 def _exp_parts32(xc):
-    # The same scheme in float32 arithmetic with Cephes' expf polynomial.
+    # The same scheme in float32 arithmetic: exp(r) = 1 + r q(r), q of degree
+    # 5 fitted like _exp_parts64's (0.84 ulp on the interval with fused
+    # multiply-adds), in 6 multiply-adds against 8 operations for Cephes'
+    # r**2 P(r) + r + 1.
     n = np.floor(xc * _F32(1.44269504) + _F32(0.5))
     r = xc - n * _F32(0.693359375)
     r = r - n * _F32(-2.12194440e-4)
-    p = _F32(1.9875691500e-4)
-    p = p * r + _F32(1.3981999507e-3)
-    p = p * r + _F32(8.3334519073e-3)
-    p = p * r + _F32(4.1665795894e-2)
-    p = p * r + _F32(1.6666665459e-1)
-    p = p * r + _F32(5.0000001201e-1)
-    p = p * r * r + r + _F32(1.0)
+    p = _F32(0.001385929062962532)
+    p = p * r + _F32(0.008374763652682304)
+    p = p * r + _F32(0.04166772589087486)
+    p = p * r + _F32(0.1666642129421234)
+    p = p * r + _F32(0.4999999403953552)
+    p = p * r + _F32(1.0)
+    p = p * r + _F32(1.0)
     return p, n
 
 
