@@ -282,11 +282,13 @@ def _exp_parts(xc):
 
 
 def _exp_parts64(xc):
-    # exp(x) = 2**n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2], ln2 in two parts
+    # exp(x) = 2**n * exp(r), n = round(x / ln2) by adding and subtracting
+    # 1.5 * 2**52 (exact for |x / ln2| < 2**51; no "reassoc" may fold it),
+    # r = x - n ln2 in [-ln2/2, ln2/2], ln2 in two parts
     # (the high part has trailing zeros, so n * hi is exact); exp(r) =
     # 1 + r q(r) with q of degree 10, fitted to the relative error of exp on
     # that interval (1.7e-17; the Taylor series needs degree 13 for it).
-    n = np.floor(xc * 1.4426950408889634 + 0.5)
+    n = (xc * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0
     r = xc - n * 0.6931471803691238
     r = r - n * 1.9082149292705877e-10
     p = 2.4968646932926366e-08
@@ -312,7 +314,7 @@ def _exp_parts32(xc):
     # 5 fitted like _exp_parts64's (0.84 ulp on the interval with fused
     # multiply-adds), in 6 multiply-adds against 8 operations for Cephes'
     # r**2 P(r) + r + 1.
-    n = np.floor(xc * _F32(1.44269504) + _F32(0.5))
+    n = (xc * _F32(1.44269504) + _F32(12582912.0)) - _F32(12582912.0)
     r = xc - n * _F32(0.693359375)
     r = r - n * _F32(-2.12194440e-4)
     p = _F32(0.001385929062962532)
@@ -357,36 +359,34 @@ def _log_series(z, fe):
 
 
 def _log_series64(z, fe):
-    # odd series of atanh to z**21; ln 2 in two parts (fe * hi exact)
+    # atanh(z) = z (1 + w p(w)), w = z**2 <= 0.0295, with p of degree 6
+    # fitted to the error of w p(w) there (1.3e-18; the series 1/3 + w/5 +
+    # ... needs degree 9, to z**21, for it); ln 2 in two parts (fe * hi exact)
     w = z * z
-    p = 1.0 / 21.0
-    p = p * w + 1.0 / 19.0
-    p = p * w + 1.0 / 17.0
-    p = p * w + 1.0 / 15.0
-    p = p * w + 1.0 / 13.0
-    p = p * w + 1.0 / 11.0
-    p = p * w + 1.0 / 9.0
-    p = p * w + 1.0 / 7.0
-    p = p * w + 1.0 / 5.0
-    p = p * w + 1.0 / 3.0
+    p = 0.0739871755475051
+    p = p * w + 0.07656944021169777
+    p = p * w + 0.0909178569209866
+    p = p * w + 0.11111099209596192
+    p = p * w + 0.14285714372069444
+    p = p * w + 0.19999999999702536
+    p = p * w + 0.3333333333333368
     z2 = z + z
     return fe * 0.6931471803691238 + (z2 + (z2 * w * p + fe * 1.9082149292705877e-10))
 
 
 def _log_series32(z, fe):
+    # p of degree 2 fitted likewise (1.2e-9; the series needs degree 4)
     w = z * z
-    p = _F32(1.0 / 11.0)
-    p = p * w + _F32(1.0 / 9.0)
-    p = p * w + _F32(1.0 / 7.0)
-    p = p * w + _F32(1.0 / 5.0)
-    p = p * w + _F32(1.0 / 3.0)
+    p = _F32(0.14938047528266907)
+    p = p * w + _F32(0.1998867243528366)
+    p = p * w + _F32(0.3333338797092438)
     z2 = z + z
     return fe * _F32(0.693359375) + (z2 + (z2 * w * p + fe * _F32(-2.12194440e-4)))
 
 
 def _log64(x):
     # x = 2**e * f with f in [sqrt(1/2), sqrt(2)); log f = 2 atanh(z),
-    # z = (f - 1) / (f + 1), |z| < 0.172: odd series to z**21.
+    # z = (f - 1) / (f + 1), |z| < 0.172: _log_series.
     tiny = x < 2.2250738585072014e-308
     xs = x * 18014398509481984.0 if tiny else x  # 2**54 lifts subnormals
     bits = _float_to_bits(xs)

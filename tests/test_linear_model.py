@@ -241,7 +241,11 @@ def test_lbfgs_stalls_on_raw_features():
         with pytest.raises(AssertionError, match="parameters differ"):
             assert_parity(model, ref, X, y)
         f = objective(X, y, model.coef_, model.intercept_)
-        assert f_ref * (1 - 1e-12) <= f <= f_ref * (1 + 1e-5)
+        # How close the crawl gets in 10,000 iterations depends on the last
+        # bits of every step: fastce's objective was 5e-7, 2.4e-6 and 2.2e-5
+        # above the minimum with three versions of its exp and log
+        # (2026-12-05), scikit-learn's 2.4e-7.
+        assert f_ref * (1 - 1e-12) <= f <= f_ref * (1 + 1e-4)
 
 
 def test_parity_check_can_fail():
