@@ -20,8 +20,8 @@ It measures the floors of this machine in the same run:
   once) / the copy bandwidth on the same number of threads (bytes read +
   bytes written per second): the faster of a Numba ``prange`` copy and a
   copy whose every 64-byte line is one non-temporal ("streaming") store,
-  which writes without first reading the line into the cache (1.5x the
-  plain copy on the Intel host of docs/benchmarks; fastce's kernels use
+  which writes without first reading the line into the cache (about 1.8x
+  the plain copy on the Intel host of docs/benchmarks; fastce's kernels use
   plain stores). Both copies and a write-only fill are reported;
 * exp floor = number of exp/log evaluations / the throughput of a vectorised
   ``exp`` on the same number of threads, on data that stays in the caches:

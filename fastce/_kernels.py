@@ -210,12 +210,12 @@ def _pow2_typing(nonpos, name):
     When compiling for AVX-512 (``_AVX512``): ``llvm.ldexp``, which LLVM
     lowers to one vscalefpd / vscalefps per vector (with the conversions of
     n to int32 and back): float64 exps 0.68 -> 0.63 ns, float32 0.30 ->
-    0.27 (vectorised alone, one core, x <= 0, same polynomials, 2026-12-05). Elsewhere ldexp
-    would become a call into the C library, so 2**n is built in the exponent
-    field in integers of the float's width (int32 for float32, so that a
-    vector of 16 float32 lanes stays one vector; Numba's own integer
-    arithmetic is int64), with ``nonpos`` as follows; both give the same
-    bits.
+    0.27 (vectorised alone, one core, x <= 0, same polynomials,
+    2026-12-05). Elsewhere ldexp would become a call into the C library, so
+    2**n is built in the exponent field in integers of the float's width
+    (int32 for float32, so that a vector of 16 float32 lanes stays one
+    vector; Numba's own integer arithmetic is int64), with ``nonpos`` as
+    follows; both give the same bits.
 
     ``nonpos=False`` (any n): as two factors 2**(n >> 1) and
     2**(n - (n >> 1)), so that subnormal results and 2**128 / 2**1024 work.
