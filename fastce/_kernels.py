@@ -2171,9 +2171,9 @@ def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, 
 # classes and the next). The class count must be a constant of the code for
 # that, so the tile function is generated per class count, on first use, and
 # compiled from _kernels.py's file name so that Numba caches it like the
-# rest. Same formulas and order of operations as _ce_index_tile with w = 1,
-# eps = 0 and sample weights 1, except that each row's loss is rounded to the
-# dtype before the float64 sum (see below).
+# rest. Same formulas as _ce_index_tile with w = 1, eps = 0 and sample
+# weights 1, except for the two economies below and that each row's loss
+# is rounded to the dtype before the float64 sum.
 #
 # Only the tile function is generated. The blocks and the serial and parallel
 # drivers are compiled once per dtype and call the tile function of the
@@ -2187,11 +2187,32 @@ def _ce_prob_block(j, x3, t3, w, sw, sw_step, eps, scale, need_grad, loss_rows, 
 # float64 by the block: with the int64 targets and float64 losses of the
 # caller, every type of the loop was 64 bits wide and LLVM ran a float32 tile
 # 8 lanes at a time, in halves of vectors. With 32-bit types throughout it
-# takes 16 lanes per vector; the sums, log1p and division stay float64.
+# takes 16 lanes per vector.
 # Per row of a whole call (16,384 rows, one thread, in cache, loss+gradient,
 # ns, int64 targets and float64 losses / int32 and the tile's dtype;
 # 2026-12-04, Intel host): float32 C=2 8.5/7.4, C=5 12.8/10.1, C=8 22.4/14.1,
 # C=10 25.5/17.2, C=12 33/21; float64 C=10 32/32, C=12 36/39.
+#
+# Two economies of the loop body against the general tiles:
+# - the row maximum is Python's compare-and-select, one vmaxps per class,
+#   instead of the NaN-skipping _maxnum (three). A NaN in the row makes
+#   the row's loss and gradient NaN whichever maximum is taken: its
+#   exponential is NaN, and so are the sum and everything after it; if m
+#   itself is NaN, every exponential is;
+# - the count of terms equal to the maximum is kept in the tile's dtype (a
+#   count of at most CE_LANES_MAX_CLASSES is exact in float32): one masked
+#   add per class instead of two float64 ones in a float32 tile.
+# Ten classes, loss+gradient, one thread, Intel host, alternating processes
+# (2026-12-05), before / after, ns per row: the tile function alone on a
+# tile in cache float32 8.0-8.6 / 7.4-7.6, float64 13.0-13.9 / 12.7-14.0;
+# a whole call on 16,384 rows float32 14.9-15.3 / 14.2-15.0, float64
+# 27.2-28.2 / 26.3-27.2. Python's max alone had changed nothing before the
+# count was float32 (docs/performance). Also measured: rounding the float64
+# sum to float32 once and evaluating log1p, the reciprocal and the gradient
+# in float32 took the tile alone to 6.8-7.1 ns and 10**6 x 10 on 2 threads
+# from 8.9-9.8 to 8.5-8.9 ms, but the per-row formulas of the losses are
+# float64 by the policy of docs/numerics: not taken.
+#
 # Class counts of ce_index_lanes, per dtype: beyond these LLVM spills the
 # written-out gradient loop (float32 C=15 157 ns, float64 C=14 47-50 against
 # 46 ns for the general tiles; float32 C=14 32-34 against 37, float64 C=13 41
@@ -2244,17 +2265,18 @@ def _ce_lanes_source(c):
         f"def _ce_lanes_tile_{c}(T, nb, t, scale, need_grad, lo):",
         "    _wide_vectors()",
         "    zero = T.dtype.type(0.0)",
+        "    one = T.dtype.type(1.0)",
         "    sc = T.dtype.type(scale)",
     ]
     body = [f"        v{k} = T[{k}, i]" for k in ks]
-    body += ["        m = v0"] + [f"        m = _maxnum(m, v{k})" for k in ks[1:]]
+    body += ["        m = v0"] + [f"        m = v{k} if v{k} > m else m" for k in ks[1:]]
     body += ["        y = t[i]", "        xy = v0"] + [f"        xy = v{k} if y == {k} else xy" for k in ks[1:]]
     body += [f"        e{k} = fexp_nonpos(v{k} - m)" for k in ks]
-    body += ["        s = 0.0", "        cnt = 0.0"]
+    body += ["        s = 0.0", "        cnt = zero"]
     for k in ks:
-        body += [f"        s += 0.0 if v{k} == m else np.float64(e{k})", f"        cnt += 1.0 if v{k} == m else 0.0"]
+        body += [f"        s += 0.0 if v{k} == m else np.float64(e{k})", f"        cnt += one if v{k} == m else zero"]
     body += [
-        "        sp = s + (cnt - 1.0)",
+        "        sp = s + np.float64(cnt - one)",
         "        valid = y >= 0",
         "        value = (np.float64(m) - np.float64(xy)) + flog1p(sp)",
         "        lo[i] = value if valid else 0.0",

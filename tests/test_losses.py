@@ -200,6 +200,8 @@ def test_cross_entropy_lanes_kernels(n_classes, dtype):
             for a, b in zip(fastce.cross_entropy(xi, ti, reduction="none", return_grad=True), want):
                 np.testing.assert_array_equal(a, b)
         x[5, 1] = np.nan
+        x[9, 0] = np.nan  # the row maximum's first candidate
+        x[17, 0] = np.nan  # in an ignored row: loss and gradient 0
         x[6, 0] = np.inf
         x[7, :] = np.inf
         x[8, :] = -np.inf
@@ -208,6 +210,8 @@ def test_cross_entropy_lanes_kernels(n_classes, dtype):
         general = fastce.cross_entropy(x, t, reduction="none", return_grad=True, weight=np.ones(n_classes))
         for a, b in zip(got, general):
             np.testing.assert_allclose(a, b, rtol=4 * np.finfo(dtype).eps, atol=0, equal_nan=True)
+        assert np.isnan(got[0][[5, 9]]).all() and np.isnan(got[1][[5, 9]]).all()
+        assert got[0][17] == 0 and not got[1][17].any()
 
 
 @pytest.mark.parametrize("weighted", [False, True])
