@@ -211,3 +211,55 @@ def test_exp_nonpos_is_exp_below_zero(dtype):
     _exp_both(x, general, nonpos)
     bits = np.uint32 if dtype == np.float32 else np.uint64
     np.testing.assert_array_equal(nonpos.view(bits), general.view(bits))
+
+
+@numba.njit
+def _scale(g, a):
+    K._scale_row(g, a)
+
+
+def _round_to_float32(p):
+    """The float32 nearest to the Fraction ``p`` (ties to even), and the
+    distance from ``p`` to the nearest float32 midpoint relative to ``p``."""
+    from fractions import Fraction
+
+    if p == 0:
+        return np.float32(0.0), np.inf
+    c = np.float32(float(p))  # within one ulp (float64 first: may round twice)
+    cands = [np.nextafter(c, np.float32(-np.inf)), c, np.nextafter(c, np.float32(np.inf))]
+    best = min(cands, key=lambda q: (abs(Fraction(float(q)) - p), int(np.float32(q).view(np.uint32)) & 1))
+    lo, hi = sorted(cands, key=float)[0::2]
+    mids = [(Fraction(float(lo)) + Fraction(float(c))) / 2, (Fraction(float(c)) + Fraction(float(hi))) / 2]
+    return best, min(abs(p - m) for m in mids) / abs(p)
+
+
+def test_scale_row_rounds_once():
+    # float32 rows times a float64 factor: each product of at least 2**-100
+    # the exact one rounded once to float32, except next to a rounding
+    # midpoint, smaller ones within one ulp (see _scale_row); float64 rows
+    # and factors out of the split's range as a * g exactly.
+    from fractions import Fraction
+
+    rng = np.random.default_rng(5)
+    g = (rng.random(4000) ** 8).astype(np.float32)
+    g[:3] = [0.0, 1.0, np.nan]
+    for a in (1e-5 / 1.37, 0.1234567891234, 3.3e-7, 1.0, 2.0**-99 * 1.1):
+        got = g.copy()
+        _scale(got, a)
+        for v, r in zip(g[3:], got[3:]):
+            p = Fraction(a) * Fraction(float(v))
+            want, to_mid = _round_to_float32(p)
+            if abs(p) >= Fraction(2) ** -100:
+                assert r == want or to_mid < 2.0**-46, (a, v, r, want)
+            else:  # lo * v may round among the subnormals: within one ulp
+                assert abs(float(r) - float(want)) <= np.spacing(want), (a, v, r, want)
+        assert got[0] == 0.0 and got[1] == np.float32(a) and np.isnan(got[2])
+    for a in (2.0**-120, 2.0**110, np.inf, np.nan, -3.5):
+        got = g.copy()
+        _scale(got, a)
+        with np.errstate(all="ignore"):
+            np.testing.assert_array_equal(got, (a * g.astype(np.float64)).astype(np.float32))
+    g64 = g.astype(np.float64)
+    got = g64.copy()
+    _scale(got, 0.1234567891234)
+    np.testing.assert_array_equal(got, 0.1234567891234 * g64)
